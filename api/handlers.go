@@ -1,0 +1,442 @@
+package api
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/authority"
+	"github.com/keyward/keyward/store"
+)
+
+//go:embed openapi.json
+var openapiDoc []byte
+
+// OpenAPI returns the OpenAPI 3.1 document served at /v1/openapi.json.
+func OpenAPI() []byte { return openapiDoc }
+
+func (s *Server) routes() []route {
+	return []route{
+		{"GET", "/healthz", "", "Liveness", s.healthz},
+		{"GET", "/readyz", "", "Readiness: store reachable, keys loaded", s.readyz},
+		{"GET", "/.well-known/jwks.json", "", "Published verifying keys (JWKS)", s.jwks},
+		{"GET", "/v1/openapi.json", "", "This API's OpenAPI 3.1 document", s.openapi},
+		{"POST", "/v1/validate", "", "Validate a license key (the key is the credential)", s.validate},
+		{"POST", "/v1/checkout", "", "Check out a license certificate with the license key", s.checkoutByKey},
+
+		{"GET", "/v1/products", authority.PermProductRead, "List products", s.listProducts},
+		{"POST", "/v1/products", authority.PermProductCreate, "Create a product and its key ring", s.createProduct},
+		{"GET", "/v1/products/{product}", authority.PermProductRead, "Show a product", s.getProduct},
+		{"POST", "/v1/products/{product}/keys", authority.PermKeyRotate, "Rotate: add a key to the product's ring", s.rotateKey},
+
+		{"GET", "/v1/keys", authority.PermKeyRead, "List signing keys", s.listKeys},
+		{"POST", "/v1/keys/registry/rotate", authority.PermKeyRotate, "Rotate the server's registry ring", s.rotateRegistry},
+		{"GET", "/v1/keys/{kid}", authority.PermKeyRead, "Show a signing key", s.getKey},
+		{"POST", "/v1/keys/{kid}/activate", authority.PermKeyActivate, "Activate a pending key", s.keyAction(keyward.KeyActivate)},
+		{"POST", "/v1/keys/{kid}/retire", authority.PermKeyRetire, "Retire a key (verify-only)", s.keyAction(keyward.KeyRetire)},
+		{"POST", "/v1/keys/{kid}/revoke", authority.PermKeyRevoke, "Revoke a compromised key", s.keyAction(keyward.KeyCompromise)},
+		{"POST", "/v1/keys/{kid}/destroy", authority.PermKeyDestroy, "Destroy a key's private material", s.keyAction(keyward.KeyDestroy)},
+
+		{"GET", "/v1/licenses", authority.PermLicenseRead, "List licenses", s.listLicenses},
+		{"POST", "/v1/licenses", authority.PermLicenseIssue, "Issue a license", s.issueLicense},
+		{"GET", "/v1/licenses/{id}", authority.PermLicenseRead, "Show a license", s.getLicense},
+		{"POST", "/v1/licenses/{id}/suspend", authority.PermLicenseSuspend, "Suspend a license", s.licenseAction(keyward.LicenseSuspend)},
+		{"POST", "/v1/licenses/{id}/reinstate", authority.PermLicenseReinst, "Reinstate a suspended license", s.licenseAction(keyward.LicenseReinstate)},
+		{"POST", "/v1/licenses/{id}/revoke", authority.PermLicenseRevoke, "Revoke a license", s.licenseAction(keyward.LicenseRevoke)},
+		{"POST", "/v1/licenses/{id}/retire", authority.PermLicenseRetire, "Retire a license", s.licenseAction(keyward.LicenseRetire)},
+		{"POST", "/v1/licenses/{id}/reissue", authority.PermLicenseReissue, "Reissue a license's key", s.reissue},
+		{"POST", "/v1/licenses/{id}/checkout", authority.PermLicenseCheck, "Check out a license certificate", s.checkout},
+		{"GET", "/v1/licenses/{id}/machines", authority.PermMachineRead, "List a license's machines", s.listMachines},
+		{"DELETE", "/v1/licenses/{id}/machines/{machine}", authority.PermMachineDeact, "Deactivate a machine", s.deactivateMachine},
+
+		{"POST", "/v1/tokens", authority.PermTokenAdmin, "Create an API token (shown once)", s.createToken},
+	}
+}
+
+// Routes lists "METHOD PATH" of every registered route, for tests and docs.
+func (s *Server) Routes() []string {
+	out := make([]string, 0, len(s.table))
+	for _, rt := range s.table {
+		out = append(out, rt.method+" "+rt.path)
+	}
+	return out
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if s.ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.ready(ctx); err != nil {
+			return &keyward.Error{Code: keyward.EUnavailable, Message: "not ready", Err: err}
+		}
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) jwks(w http.ResponseWriter, r *http.Request) error {
+	set, err := s.auth.JWKS(r.Context(), r.URL.Query().Get("product"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "public, max-age=60")
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.WriteHeader(http.StatusOK)
+	return json.NewEncoder(w).Encode(set)
+}
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(openapiDoc)
+	return err
+}
+
+type validateReq struct {
+	Key         string `json:"key"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Product     string `json:"product,omitempty"`
+}
+
+func (s *Server) validate(w http.ResponseWriter, r *http.Request) error {
+	var req validateReq
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Key == "" {
+		return keyward.Errorf(keyward.EInvalid, "key is required")
+	}
+	v, err := s.auth.Validate(r.Context(), authority.ValidateRequest{Key: req.Key, Fingerprint: req.Fingerprint, Product: req.Product})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, validationView(v))
+}
+
+func (s *Server) checkoutByKey(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Key     string `json:"key"`
+		Product string `json:"product,omitempty"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Key == "" {
+		return keyward.Errorf(keyward.EInvalid, "key is required")
+	}
+	c, err := s.auth.CheckoutByKey(r.Context(), req.Key, req.Product)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, Certificate{Certificate: c.Token, KID: c.KID, ExpiresAt: c.ExpiresAt})
+}
+
+func (s *Server) listProducts(w http.ResponseWriter, r *http.Request) error {
+	ps, err := s.auth.Products(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]Product, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, productView(p))
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"products": out})
+}
+
+func (s *Server) createProduct(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	p, err := s.auth.CreateProduct(r.Context(), req.Name)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, productView(p))
+}
+
+func (s *Server) getProduct(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.auth.Product(r.Context(), r.PathValue("product"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, productView(p))
+}
+
+type rotateReq struct {
+	Algorithm string `json:"algorithm,omitempty"`
+	Pending   bool   `json:"pending,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) error {
+	var req rotateReq
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	k, err := s.auth.RotateKey(r.Context(), authority.RotateRequest{Product: r.PathValue("product"), Algorithm: req.Algorithm, Pending: req.Pending, Reason: req.Reason})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, keyView(k))
+}
+
+func (s *Server) rotateRegistry(w http.ResponseWriter, r *http.Request) error {
+	var req rotateReq
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	k, err := s.auth.RotateKey(r.Context(), authority.RotateRequest{Registry: true, Algorithm: req.Algorithm, Pending: req.Pending, Reason: req.Reason})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, keyView(k))
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := store.KeyFilter{ProductID: q.Get("product")}
+	if st := q.Get("state"); st != "" {
+		f.States = []keyward.KeyState{keyward.KeyState(st)}
+		if !validKeyState(f.States[0]) {
+			return keyward.Errorf(keyward.EInvalid, "unknown key state %q", st)
+		}
+	}
+	if q.Get("purpose") == "registry" {
+		f.Ring = keyward.RegistryRing
+	}
+	ks, err := s.auth.Keys(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := make([]Key, 0, len(ks))
+	for _, k := range ks {
+		out = append(out, keyView(k))
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"keys": out})
+}
+
+func validKeyState(s keyward.KeyState) bool {
+	for _, x := range keyward.KeyStates() {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request) error {
+	k, err := s.auth.Key(r.Context(), r.PathValue("kid"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, keyView(k))
+}
+
+type reasonReq struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// decodeOptional decodes a body if there is one; an empty body is {}.
+func decodeOptional(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
+		return nil
+	}
+	return decode(w, r, v)
+}
+
+func (s *Server) keyAction(action keyward.KeyAction) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var req reasonReq
+		if err := decodeOptional(w, r, &req); err != nil {
+			return err
+		}
+		kid := r.PathValue("kid")
+		var k *keyward.SigningKey
+		var err error
+		switch action {
+		case keyward.KeyActivate:
+			k, err = s.auth.ActivateKey(r.Context(), kid, req.Reason)
+		case keyward.KeyRetire:
+			k, err = s.auth.RetireKey(r.Context(), kid, req.Reason)
+		case keyward.KeyCompromise:
+			k, err = s.auth.RevokeKey(r.Context(), kid, req.Reason)
+		case keyward.KeyDestroy:
+			k, err = s.auth.DestroyKey(r.Context(), kid, req.Reason)
+		}
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, keyView(k))
+	}
+}
+
+func (s *Server) productName(ctx context.Context, id string) string {
+	p, err := s.auth.Product(ctx, id)
+	if err != nil {
+		return ""
+	}
+	return p.Name
+}
+
+func (s *Server) listLicenses(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := store.LicenseFilter{ProductID: q.Get("product"), State: keyward.LicenseState(q.Get("state")), Holder: q.Get("holder"), After: q.Get("after"), Limit: 100}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return keyward.Errorf(keyward.EInvalid, "limit %q: want 1 to 1000", v)
+		}
+		f.Limit = n
+	}
+	ls, err := s.auth.Licenses(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := make([]License, 0, len(ls))
+	names := map[string]string{}
+	for _, l := range ls {
+		if _, ok := names[l.ProductID]; !ok {
+			names[l.ProductID] = s.productName(r.Context(), l.ProductID)
+		}
+		out = append(out, licenseView(l, names[l.ProductID]))
+	}
+	resp := map[string]any{"licenses": out}
+	if len(ls) == f.Limit {
+		resp["next"] = ls[len(ls)-1].ID
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+type issueReq struct {
+	Product      string     `json:"product"`
+	Holder       string     `json:"holder"`
+	ExpiresAt    *time.Time `json:"expires_at,omitempty"`
+	Entitlements []string   `json:"entitlements,omitempty"`
+	MaxMachines  *int       `json:"max_machines,omitempty"`
+}
+
+func (s *Server) issueLicense(w http.ResponseWriter, r *http.Request) error {
+	var req issueReq
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Product == "" {
+		return keyward.Errorf(keyward.EInvalid, "product is required")
+	}
+	is, err := s.auth.IssueLicense(r.Context(), authority.IssueRequest{
+		Product: req.Product, Holder: req.Holder, ExpiresAt: req.ExpiresAt, Entitlements: req.Entitlements, MaxMachines: req.MaxMachines,
+	})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusCreated, IssuedLicense{License: licenseView(is.License, s.productName(r.Context(), is.License.ProductID)), Key: string(is.Key)})
+}
+
+func (s *Server) getLicense(w http.ResponseWriter, r *http.Request) error {
+	l, err := s.auth.License(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, licenseView(l, s.productName(r.Context(), l.ProductID)))
+}
+
+func (s *Server) licenseAction(action keyward.LicenseAction) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var req reasonReq
+		if err := decodeOptional(w, r, &req); err != nil {
+			return err
+		}
+		l, err := s.auth.TransitionLicense(r.Context(), r.PathValue("id"), action, req.Reason)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, licenseView(l, s.productName(r.Context(), l.ProductID)))
+	}
+}
+
+func (s *Server) reissue(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Grace string `json:"grace,omitempty"`
+	}
+	if err := decodeOptional(w, r, &req); err != nil {
+		return err
+	}
+	var grace *time.Duration
+	if req.Grace != "" {
+		d, err := keyward.ParseDuration(req.Grace)
+		if err != nil {
+			return keyward.Errorf(keyward.EInvalid, "grace: %v", err)
+		}
+		grace = &d
+	}
+	is, err := s.auth.ReissueLicense(r.Context(), r.PathValue("id"), grace)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, IssuedLicense{License: licenseView(is.License, s.productName(r.Context(), is.License.ProductID)), Key: string(is.Key)})
+}
+
+func (s *Server) checkout(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.auth.Checkout(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, Certificate{Certificate: c.Token, KID: c.KID, ExpiresAt: c.ExpiresAt})
+}
+
+func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) error {
+	ms, err := s.auth.Machines(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out := make([]Machine, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, machineView(m))
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"machines": out})
+}
+
+func (s *Server) deactivateMachine(w http.ResponseWriter, r *http.Request) error {
+	if err := s.auth.DeactivateMachine(r.Context(), r.PathValue("id"), r.PathValue("machine")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Name    string   `json:"name"`
+		Roles   []string `json:"roles"`
+		Product string   `json:"product,omitempty"`
+		TTL     string   `json:"ttl,omitempty"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := keyward.ParseDuration(req.TTL)
+		if err != nil {
+			return keyward.Errorf(keyward.EInvalid, "ttl: %v", err)
+		}
+		ttl = d
+	}
+	t, secret, err := s.auth.CreateToken(r.Context(), authority.TokenRequest{Name: req.Name, Roles: req.Roles, Product: req.Product, TTL: ttl})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusCreated, Token{ID: t.ID, Name: t.Name, Roles: t.Roles, ProductID: t.ProductID, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Token: secret})
+}

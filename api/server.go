@@ -1,0 +1,211 @@
+// Package api serves Keyward's HTTP API: JSON over HTTP, bearer tokens,
+// RFC 9457 problem details with stable codes, and the OpenAPI 3.1 document
+// at /v1/openapi.json, which a test keeps equal to the routes registered.
+//
+// Every route is declared once in routes(), with the permission it needs;
+// handlers decode strictly (unknown fields, trailing data, wrong
+// Content-Type and oversized bodies are refused before any work) and call
+// the authority.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/authority"
+)
+
+// MaxBodyBytes bounds every request body.
+const MaxBodyBytes = 64 << 10
+
+// Server is the HTTP API over an Authority.
+type Server struct {
+	auth  *authority.Authority
+	log   *slog.Logger
+	ready func(context.Context) error
+	mux   *http.ServeMux
+	table []route
+}
+
+// Config wires a Server.
+type Config struct {
+	Authority *authority.Authority
+	Logger    *slog.Logger
+	// Ready reports readiness for /readyz (store reachable, keys loaded).
+	Ready func(context.Context) error
+}
+
+// route is one entry of the route table.
+type route struct {
+	method, path string
+	perm         string // "" = public
+	summary      string
+	handle       func(w http.ResponseWriter, r *http.Request) error
+}
+
+// New returns a Server with every route registered.
+func New(cfg Config) *Server {
+	s := &Server{auth: cfg.Authority, log: cfg.Logger, ready: cfg.Ready, mux: http.NewServeMux()}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.table = s.routes()
+	for _, rt := range s.table {
+		s.mux.Handle(rt.method+" "+rt.path, s.wrap(rt))
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, keyward.Errorf(keyward.ENotFound, "no route %s %s", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rid := r.Header.Get("X-Request-Id")
+	if rid == "" || len(rid) > 64 {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		rid = hex.EncodeToString(b[:])
+	}
+	w.Header().Set("X-Request-Id", rid)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	ctx := keyward.NewContextWithRequestID(r.Context(), rid)
+	r = r.WithContext(ctx)
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.writeError(w, r, fmt.Errorf("panic: %v", v))
+		}
+	}()
+	// The mux answers 405 itself for a known path with another method; turn
+	// that into a problem document by checking the pattern first.
+	if _, pattern := s.mux.Handler(r); (pattern == "" || pattern == "/") && s.pathKnown(r) {
+		s.writeError(w, r, keyward.Errorf(keyward.EMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) pathKnown(r *http.Request) bool {
+	for _, m := range []string{"GET", "POST", "DELETE"} {
+		if m == r.Method {
+			continue
+		}
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, p := s.mux.Handler(r2); p != "" && p != "/" {
+			return true
+		}
+	}
+	return false
+}
+
+// wrap applies authentication and authorization to a route's handler.
+func (s *Server) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rt.perm != "" {
+			p, err := s.authenticate(r)
+			if err != nil {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="keyward"`)
+				s.writeError(w, r, err)
+				return
+			}
+			if !authority.Allowed(p, rt.perm, "") {
+				s.writeError(w, r, keyward.Errorf(keyward.EForbidden, "%s is not allowed to %s", p.Name, rt.perm))
+				return
+			}
+			r = r.WithContext(keyward.NewContextWithPrincipal(r.Context(), p))
+		}
+		if err := rt.handle(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+func (s *Server) authenticate(r *http.Request) (keyward.Principal, error) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || tok == "" {
+		return keyward.Principal{}, keyward.Errorf(keyward.EUnauthenticated, "missing bearer token")
+	}
+	return s.auth.Authenticate(r.Context(), strings.TrimSpace(tok))
+}
+
+// decode reads a JSON body into v strictly: application/json only, at most
+// MaxBodyBytes, no unknown fields, exactly one value.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return keyward.Errorf(keyward.EUnsupportedMedia, "Content-Type must be application/json, got %q", ct)
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return decodeError(err)
+		}
+		return keyward.Errorf(keyward.EMalformed, "body must hold exactly one JSON object")
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		return keyward.Errorf(keyward.ETooLarge, "body exceeds %d bytes", mbe.Limit)
+	case errors.As(err, &se):
+		return keyward.Errorf(keyward.EMalformed, "malformed JSON at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return keyward.Errorf(keyward.EMalformed, "field %q: want %s, got JSON %s", te.Field, te.Type, te.Value)
+	case errors.Is(err, io.EOF):
+		return keyward.Errorf(keyward.EMalformed, "empty body: want a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return keyward.Errorf(keyward.EMalformed, "truncated JSON")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return keyward.Errorf(keyward.EMalformed, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	default:
+		return keyward.Errorf(keyward.EMalformed, "malformed JSON")
+	}
+}
+
+// writeJSON writes v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// NewHTTPServer returns an http.Server for h with Keyward's timeouts.
+func NewHTTPServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}

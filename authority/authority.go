@@ -1,0 +1,212 @@
+// Package authority holds Keyward's rules: which transitions are allowed,
+// how licenses are issued and validated, how keys are generated, sealed,
+// rotated and used to sign. Transports (api/, cli/) and the scheduler call
+// it; it reaches storage only through store.Store.
+//
+// Every state change writes its audit entry and its outbox event in the same
+// transaction as the change. Time comes from the configured Clock, read once
+// per transaction.
+package authority
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/keys"
+	"github.com/keyward/keyward/store"
+)
+
+// PolicySource returns the effective policy of a product. The policy/
+// package provides the versioned one; DefaultPolicies is the built-in.
+type PolicySource interface {
+	Policy(ctx context.Context, productID string) (*keyward.Policy, error)
+}
+
+// DefaultPolicies serves keyward.DefaultPolicy for every product, with the
+// revocation approvals overridden when Approvals >= 0.
+type DefaultPolicies struct{}
+
+// Policy implements PolicySource.
+func (DefaultPolicies) Policy(context.Context, string) (*keyward.Policy, error) {
+	return keyward.DefaultPolicy(), nil
+}
+
+// Config wires an Authority.
+type Config struct {
+	Store    store.Store
+	KEKs     *keys.KEKRing // seals and opens private keys and server secrets
+	Clock    keyward.Clock // nil = keyward.SystemClock
+	Rand     io.Reader     // nil = crypto/rand
+	Logger   *slog.Logger  // nil = discard
+	Issuer   string        // "iss" of certificates and leases
+	Policies PolicySource  // nil = DefaultPolicies
+}
+
+// Authority applies Keyward's rules. It is safe for concurrent use.
+type Authority struct {
+	store    store.Store
+	keks     *keys.KEKRing
+	clock    keyward.Clock
+	rand     io.Reader
+	log      *slog.Logger
+	issuer   string
+	policies PolicySource
+	pepper   []byte // HMAC key for license keys and tokens; MUST NOT leave the process
+
+	mu      sync.Mutex
+	signers map[string]*keys.PrivateKey // opened private keys by kid
+}
+
+const pepperSecret = "pepper"
+
+// New returns an Authority over cfg.Store. It loads the server pepper (or
+// creates it on first start) and makes sure the registry ring has an active
+// key.
+func New(ctx context.Context, cfg Config) (*Authority, error) {
+	if cfg.Store == nil || cfg.KEKs == nil {
+		return nil, errors.New("authority: store and KEKs are required")
+	}
+	a := &Authority{
+		store: cfg.Store, keks: cfg.KEKs, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Logger,
+		issuer: cfg.Issuer, policies: cfg.Policies, signers: map[string]*keys.PrivateKey{},
+	}
+	if a.clock == nil {
+		a.clock = keyward.SystemClock{}
+	}
+	if a.rand == nil {
+		a.rand = rand.Reader
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.issuer == "" {
+		a.issuer = "keyward"
+	}
+	if a.policies == nil {
+		a.policies = DefaultPolicies{}
+	}
+	if err := a.loadPepper(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.ensureRegistryKey(ctx); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Issuer returns the "iss" the authority signs with.
+func (a *Authority) Issuer() string { return a.issuer }
+
+// Now returns the authority's clock reading.
+func (a *Authority) Now() time.Time { return a.clock.Now() }
+
+func (a *Authority) loadPepper(ctx context.Context) error {
+	return a.store.Update(ctx, func(tx store.Tx) error {
+		sealed, err := tx.Secret(pepperSecret)
+		if keyward.ErrorCode(err) == keyward.ENotFound {
+			p := make([]byte, 32)
+			if _, err := io.ReadFull(a.rand, p); err != nil {
+				return fmt.Errorf("generate pepper: %w", err)
+			}
+			if sealed, err = a.keks.Seal(p, []byte("secret:"+pepperSecret)); err != nil {
+				return fmt.Errorf("seal pepper: %w", err)
+			}
+			if err := tx.PutSecret(pepperSecret, sealed); err != nil {
+				return err
+			}
+			a.pepper = p
+			return nil
+		} else if err != nil {
+			return err
+		}
+		p, err := a.keks.Open(sealed, []byte("secret:"+pepperSecret))
+		if err != nil {
+			return fmt.Errorf("open pepper (wrong KEK file?): %w", err)
+		}
+		a.pepper = p
+		return nil
+	})
+}
+
+// keyedHash is HMAC-SHA-256 under the pepper, domain-separated by kind.
+func (a *Authority) keyedHash(kind, secret string) []byte {
+	m := hmac.New(sha256.New, a.pepper)
+	m.Write([]byte(kind))
+	m.Write([]byte{0})
+	m.Write([]byte(secret))
+	return m.Sum(nil)
+}
+
+func (a *Authority) policy(ctx context.Context, productID string) (*keyward.Policy, error) {
+	p, err := a.policies.Policy(ctx, productID)
+	if err != nil {
+		return nil, fmt.Errorf("policy of %s: %w", productID, err)
+	}
+	return p, nil
+}
+
+func (a *Authority) newID(prefix string) (string, error) {
+	return keyward.NewID(prefix, a.clock.Now(), a.rand)
+}
+
+// change describes one audited state change.
+type change struct {
+	action     string // audit action, e.g. "license.revoke"
+	event      string // outbox event type, e.g. "license.revoked"; "" = none
+	targetType string
+	targetID   string
+	before     string
+	after      string
+	reason     string
+	details    any // JSON-encoded into the audit entry and the event data
+}
+
+// record writes c's audit entry and outbox event through tx.
+func (a *Authority) record(ctx context.Context, tx store.Tx, now time.Time, c change) error {
+	p := keyward.PrincipalFromContext(ctx)
+	var details json.RawMessage
+	if c.details != nil {
+		b, err := json.Marshal(c.details)
+		if err != nil {
+			return fmt.Errorf("audit details: %w", err)
+		}
+		details = b
+	}
+	e := &keyward.AuditEntry{
+		Time: now, Actor: p.ID, ActorName: p.Name, Action: c.action,
+		TargetType: c.targetType, TargetID: c.targetID, Before: c.before, After: c.after,
+		Reason: c.reason, RequestID: keyward.RequestIDFromContext(ctx), Details: details,
+	}
+	if err := tx.AppendAudit(e); err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	if c.event == "" {
+		return nil
+	}
+	id, err := a.newID("evt")
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(map[string]any{
+		"target_type": c.targetType, "target_id": c.targetID, "before": c.before, "after": c.after,
+		"reason": c.reason, "actor": p.ID, "audit_seq": e.Seq, "details": c.details,
+	})
+	if err != nil {
+		return fmt.Errorf("event data: %w", err)
+	}
+	ev := &keyward.Event{ID: id, Type: c.event, Time: now, Subject: c.targetID, Data: data}
+	if err := tx.AppendEvent(ev); err != nil {
+		return fmt.Errorf("append event: %w", err)
+	}
+	return nil
+}

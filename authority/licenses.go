@@ -1,0 +1,344 @@
+package authority
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/licensekey"
+	"github.com/keyward/keyward/store"
+)
+
+var (
+	productName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	holderID    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$`)
+	entitlement = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
+)
+
+// Limits on license fields.
+const (
+	MaxEntitlements   = 64
+	MaxMachinesLimit  = 100000
+	MaxFingerprintLen = 256
+)
+
+// CreateProduct creates a product and its license-key ring with one active
+// key of the policy's algorithm.
+func (a *Authority) CreateProduct(ctx context.Context, name string) (*keyward.Product, error) {
+	if !productName.MatchString(name) {
+		return nil, keyward.Errorf(keyward.EInvalid, "product name %q: want 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit", name)
+	}
+	var out *keyward.Product
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		now := a.clock.Now()
+		id, err := a.newID("prd")
+		if err != nil {
+			return err
+		}
+		p := &keyward.Product{ID: id, Name: name, CreatedAt: now}
+		if err := tx.CreateProduct(p); err != nil {
+			return err
+		}
+		if err := a.record(ctx, tx, now, change{action: "product.create", event: "product.created", targetType: "product", targetID: id, after: "created", details: map[string]any{"name": name}}); err != nil {
+			return err
+		}
+		pol, err := a.policy(ctx, id)
+		if err != nil {
+			return err
+		}
+		if _, err := a.addKey(ctx, tx, now, pol.Algorithm, keyward.LicenseRing(id), keyward.PurposeLicense, id, true, "product created"); err != nil {
+			return err
+		}
+		out = p
+		return nil
+	})
+	return out, err
+}
+
+// Product returns a product by id or name.
+func (a *Authority) Product(ctx context.Context, idOrName string) (*keyward.Product, error) {
+	var out *keyward.Product
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.Product(idOrName)
+		return err
+	})
+	return out, err
+}
+
+// Products lists every product.
+func (a *Authority) Products(ctx context.Context) ([]*keyward.Product, error) {
+	var out []*keyward.Product
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.Products()
+		return err
+	})
+	return out, err
+}
+
+// IssueRequest describes a new license.
+type IssueRequest struct {
+	Product      string // id or name
+	Holder       string // pseudonymous customer id
+	ExpiresAt    *time.Time
+	Entitlements []string
+	MaxMachines  *int // nil = policy default; 0 = no machine limit
+}
+
+// Issued is a new license and its key. Key is shown exactly once: the
+// server keeps only its keyed hash.
+type Issued struct {
+	License *keyward.License
+	Key     licensekey.Key
+}
+
+// IssueLicense creates an active license with a fresh license key.
+func (a *Authority) IssueLicense(ctx context.Context, r IssueRequest) (*Issued, error) {
+	if !holderID.MatchString(r.Holder) {
+		return nil, keyward.Errorf(keyward.EInvalid, "holder %q: want a pseudonymous id of 1-128 characters (letters, digits, . _ : @ + -)", r.Holder)
+	}
+	ents, err := normalizeEntitlements(r.Entitlements)
+	if err != nil {
+		return nil, err
+	}
+	if r.MaxMachines != nil && (*r.MaxMachines < 0 || *r.MaxMachines > MaxMachinesLimit) {
+		return nil, keyward.Errorf(keyward.EInvalid, "max_machines %d: want 0 (no limit) to %d", *r.MaxMachines, MaxMachinesLimit)
+	}
+	key, err := licensekey.Generate(a.rand)
+	if err != nil {
+		return nil, fmt.Errorf("generate license key: %w", err)
+	}
+	var out *keyward.License
+	err = a.store.Update(ctx, func(tx store.Tx) error {
+		now := a.clock.Now()
+		p, err := tx.Product(r.Product)
+		if err != nil {
+			return err
+		}
+		pol, err := a.policy(ctx, p.ID)
+		if err != nil {
+			return err
+		}
+		l := &keyward.License{
+			ProductID: p.ID, Holder: r.Holder, State: keyward.LicenseActive, KeyPrefix: key.Prefix(),
+			Entitlements: ents, MaxMachines: pol.MaxMachines, CreatedAt: now, UpdatedAt: now,
+			IssuedBy: keyward.PrincipalFromContext(ctx).ID,
+		}
+		if r.MaxMachines != nil {
+			l.MaxMachines = *r.MaxMachines
+		}
+		switch {
+		case r.ExpiresAt != nil:
+			if !r.ExpiresAt.After(now) {
+				return keyward.Errorf(keyward.EInvalid, "expires_at %s is not in the future", r.ExpiresAt.UTC().Format(time.RFC3339))
+			}
+			t := r.ExpiresAt.UTC()
+			l.ExpiresAt = &t
+		case pol.LicenseDuration > 0:
+			t := now.Add(pol.LicenseDuration)
+			l.ExpiresAt = &t
+		}
+		if l.ID, err = a.newID("lic"); err != nil {
+			return err
+		}
+		if err := tx.CreateLicense(l); err != nil {
+			return err
+		}
+		if err := tx.CreateLicenseKey(&keyward.LicenseKey{Hash: a.keyedHash("license-key", string(key)), LicenseID: l.ID, Prefix: key.Prefix(), CreatedAt: now}); err != nil {
+			return err
+		}
+		out = l
+		return a.record(ctx, tx, now, change{
+			action: "license.issue", event: "license.issued", targetType: "license", targetID: l.ID,
+			after: string(l.State), details: map[string]any{"product": p.Name, "holder": l.Holder, "key_prefix": l.KeyPrefix, "policy_version": pol.Version},
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Issued{License: out, Key: key}, nil
+}
+
+func normalizeEntitlements(in []string) ([]string, error) {
+	if len(in) > MaxEntitlements {
+		return nil, keyward.Errorf(keyward.EInvalid, "%d entitlements: at most %d", len(in), MaxEntitlements)
+	}
+	out := make([]string, 0, len(in))
+	for _, e := range in {
+		if !entitlement.MatchString(e) {
+			return nil, keyward.Errorf(keyward.EInvalid, "entitlement %q: want 1-64 characters of letters, digits, . _ : -", e)
+		}
+		out = append(out, e)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// License returns one license.
+func (a *Authority) License(ctx context.Context, id string) (*keyward.License, error) {
+	var out *keyward.License
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.License(id)
+		return err
+	})
+	return out, err
+}
+
+// Licenses lists licenses; f.ProductID may be a product name.
+func (a *Authority) Licenses(ctx context.Context, f store.LicenseFilter) ([]*keyward.License, error) {
+	if f.State != "" && !slices.Contains(keyward.LicenseStates(), f.State) {
+		return nil, keyward.Errorf(keyward.EInvalid, "unknown license state %q", f.State)
+	}
+	var out []*keyward.License
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		if f.ProductID != "" {
+			p, err := tx.Product(f.ProductID)
+			if err != nil {
+				return err
+			}
+			f.ProductID = p.ID
+		}
+		var err error
+		out, err = tx.Licenses(f)
+		return err
+	})
+	return out, err
+}
+
+// TransitionLicense applies suspend, reinstate, revoke, retire or expire.
+// Revocation needs a reason from keyward.RevocationReasons.
+func (a *Authority) TransitionLicense(ctx context.Context, id string, action keyward.LicenseAction, reason string) (*keyward.License, error) {
+	switch action {
+	case keyward.LicenseRevoke:
+		if !keyward.ValidRevocationReason(reason) {
+			return nil, keyward.Errorf(keyward.EInvalid, "revocation reason %q: want one of %v", reason, keyward.RevocationReasons())
+		}
+	case keyward.LicenseSuspend, keyward.LicenseReinstate, keyward.LicenseRetire, keyward.LicenseExpire:
+	default:
+		return nil, keyward.Errorf(keyward.EInvalid, "unknown license action %q", action)
+	}
+	if len(reason) > 1024 {
+		return nil, keyward.Errorf(keyward.EInvalid, "reason: at most 1024 characters")
+	}
+	var out *keyward.License
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		now := a.clock.Now()
+		l, err := tx.License(id)
+		if err != nil {
+			return err
+		}
+		to, err := keyward.LicenseTransition(l.State, action)
+		if err != nil {
+			return err
+		}
+		before := l.State
+		l.State, l.Reason, l.UpdatedAt = to, reason, now
+		if err := tx.UpdateLicense(l); err != nil {
+			return err
+		}
+		out = l
+		return a.record(ctx, tx, now, change{
+			action: "license." + string(action), event: licenseEvents[action], targetType: "license", targetID: l.ID,
+			before: string(before), after: string(to), reason: reason, details: map[string]any{"product_id": l.ProductID},
+		})
+	})
+	return out, err
+}
+
+var licenseEvents = map[keyward.LicenseAction]string{
+	keyward.LicenseSuspend:   "license.suspended",
+	keyward.LicenseReinstate: "license.reinstated",
+	keyward.LicenseRevoke:    "license.revoked",
+	keyward.LicenseRetire:    "license.retired",
+	keyward.LicenseExpire:    "license.expired",
+	keyward.LicenseReissue:   "license.reissued",
+}
+
+// ReissueLicense gives an active license a new key. The old key keeps
+// validating for grace (nil = the policy's reissueGrace), then gets
+// SUPERSEDED.
+func (a *Authority) ReissueLicense(ctx context.Context, id string, grace *time.Duration) (*Issued, error) {
+	if grace != nil && (*grace < 0 || *grace > 365*24*time.Hour) {
+		return nil, keyward.Errorf(keyward.EInvalid, "grace %s: want 0 to 365d", grace)
+	}
+	key, err := licensekey.Generate(a.rand)
+	if err != nil {
+		return nil, fmt.Errorf("generate license key: %w", err)
+	}
+	var out *keyward.License
+	err = a.store.Update(ctx, func(tx store.Tx) error {
+		now := a.clock.Now()
+		l, err := tx.License(id)
+		if err != nil {
+			return err
+		}
+		if _, err := keyward.LicenseTransition(l.State, keyward.LicenseReissue); err != nil {
+			return err
+		}
+		g := grace
+		if g == nil {
+			pol, err := a.policy(ctx, l.ProductID)
+			if err != nil {
+				return err
+			}
+			g = &pol.ReissueGrace
+		}
+		if err := tx.SupersedeLicenseKeys(l.ID, now, now.Add(*g)); err != nil {
+			return err
+		}
+		if err := tx.CreateLicenseKey(&keyward.LicenseKey{Hash: a.keyedHash("license-key", string(key)), LicenseID: l.ID, Prefix: key.Prefix(), CreatedAt: now}); err != nil {
+			return err
+		}
+		oldPrefix := l.KeyPrefix
+		l.KeyPrefix, l.UpdatedAt = key.Prefix(), now
+		if err := tx.UpdateLicense(l); err != nil {
+			return err
+		}
+		out = l
+		return a.record(ctx, tx, now, change{
+			action: "license.reissue", event: "license.reissued", targetType: "license", targetID: l.ID,
+			before: string(l.State), after: string(l.State),
+			details: map[string]any{"old_key_prefix": oldPrefix, "key_prefix": l.KeyPrefix, "grace_until": now.Add(*g)},
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Issued{License: out, Key: key}, nil
+}
+
+// Machines lists the machines activated on a license.
+func (a *Authority) Machines(ctx context.Context, licenseID string) ([]*keyward.Machine, error) {
+	var out []*keyward.Machine
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		if _, err := tx.License(licenseID); err != nil {
+			return err
+		}
+		var err error
+		out, err = tx.Machines(licenseID)
+		return err
+	})
+	return out, err
+}
+
+// DeactivateMachine removes a machine from a license, freeing its slot.
+func (a *Authority) DeactivateMachine(ctx context.Context, licenseID, machineID string) error {
+	return a.store.Update(ctx, func(tx store.Tx) error {
+		now := a.clock.Now()
+		if _, err := tx.License(licenseID); err != nil {
+			return err
+		}
+		if err := tx.DeleteMachine(licenseID, machineID); err != nil {
+			return err
+		}
+		return a.record(ctx, tx, now, change{
+			action: "machine.deactivate", event: "machine.deactivated", targetType: "machine", targetID: machineID,
+			before: "active", after: "deactivated", details: map[string]any{"license_id": licenseID},
+		})
+	})
+}

@@ -1,0 +1,305 @@
+package authority
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/keys"
+	"github.com/keyward/keyward/licensekey"
+	"github.com/keyward/keyward/store"
+)
+
+// ValidateRequest is POST /v1/validate.
+type ValidateRequest struct {
+	Key         string
+	Fingerprint string // optional; required when the license has a machine limit
+	Product     string // optional: the product the caller expects (id or name)
+}
+
+// Lease is a signed lease token for one machine.
+type Lease struct {
+	Token     string
+	ExpiresAt time.Time
+}
+
+// Validation is the answer to a validation request.
+type Validation struct {
+	Valid   bool
+	Code    string
+	License *keyward.License // nil when the key is unknown
+	Product *keyward.Product
+	Machine *keyward.Machine
+	Lease   *Lease
+}
+
+// touchEvery bounds how often validation writes last-seen times.
+const touchEvery = time.Minute
+
+// ParseLicenseKey parses a license key string, turning format errors into
+// EInvalidLicenseKey. The key is never echoed back.
+func ParseLicenseKey(s string) (licensekey.Key, error) {
+	k, err := licensekey.Parse(s)
+	if err != nil {
+		if errors.Is(err, licensekey.ErrChecksum) {
+			return "", keyward.Errorf(keyward.EInvalidLicenseKey, "license key has a wrong check symbol (typo?)")
+		}
+		return "", keyward.Errorf(keyward.EInvalidLicenseKey, "license key is malformed: want KW1-XXXXX-XXXXX-XXXXX-XXXXX-XXXXX")
+	}
+	return k, nil
+}
+
+// Validate checks a license key and, with a fingerprint, activates the
+// machine (up to the license's max_machines) and signs a lease. An unknown
+// key is not an error: it is a Validation with code NOT_FOUND.
+func (a *Authority) Validate(ctx context.Context, r ValidateRequest) (*Validation, error) {
+	key, err := ParseLicenseKey(r.Key)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Fingerprint) > MaxFingerprintLen {
+		return nil, keyward.Errorf(keyward.EInvalid, "fingerprint: at most %d characters", MaxFingerprintLen)
+	}
+	hash := a.keyedHash("license-key", string(key))
+	v := &Validation{}
+	var needWrite bool
+	err = a.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		needWrite, err = a.check(tx, a.clock.Now(), hash, r, v)
+		return err
+	})
+	if err != nil || !needWrite {
+		return v, err
+	}
+	// A machine must be activated, a lease signed or last-seen times moved:
+	// do it again in a write transaction so machine counting is serialized.
+	err = a.store.Update(ctx, func(tx store.Tx) error {
+		*v = Validation{}
+		now := a.clock.Now()
+		if _, err := a.check(tx, now, hash, r, v); err != nil || !v.Valid {
+			return err
+		}
+		return a.admit(keyward.NewContextWithPrincipal(ctx, keyward.Principal{ID: "license:" + v.License.ID, Name: v.License.KeyPrefix}), tx, now, r, v)
+	})
+	return v, err
+}
+
+// check fills v from the stored state without writing. It reports whether
+// a write transaction is needed (a valid license with a fingerprint, or a
+// stale last-validated time).
+func (a *Authority) check(tx store.Tx, now time.Time, hash []byte, r ValidateRequest, v *Validation) (bool, error) {
+	rec, err := tx.LicenseKeyByHash(hash)
+	if keyward.ErrorCode(err) == keyward.ENotFound {
+		v.Code = keyward.CodeNotFound
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	l, err := tx.License(rec.LicenseID)
+	if err != nil {
+		return false, err
+	}
+	p, err := tx.Product(l.ProductID)
+	if err != nil {
+		return false, err
+	}
+	if r.Product != "" && r.Product != p.ID && r.Product != p.Name {
+		v.Code = keyward.CodeNotFound // the key is not a key of the product asked about
+		return false, nil
+	}
+	v.License, v.Product = l, p
+	switch {
+	case l.State == keyward.LicenseRevoked:
+		v.Code = keyward.CodeRevoked
+	case l.State == keyward.LicenseSuspended:
+		v.Code = keyward.CodeSuspended
+	case l.State == keyward.LicenseRetired:
+		v.Code = keyward.CodeRetired
+	case l.State == keyward.LicenseExpired || l.Expired(now):
+		v.Code = keyward.CodeExpired
+	case rec.GraceUntil != nil && !now.Before(*rec.GraceUntil):
+		v.Code = keyward.CodeSuperseded
+	case l.MaxMachines > 0 && r.Fingerprint == "":
+		v.Code = keyward.CodeFingerprintRequired
+	default:
+		v.Valid, v.Code = true, keyward.CodeValid
+	}
+	if !v.Valid {
+		return false, nil
+	}
+	stale := l.LastValidatedAt == nil || now.Sub(*l.LastValidatedAt) >= touchEvery
+	return r.Fingerprint != "" || stale, nil
+}
+
+// admit records the validation: touches last-seen times, activates the
+// machine if it is new and there is room, and signs a lease.
+func (a *Authority) admit(ctx context.Context, tx store.Tx, now time.Time, r ValidateRequest, v *Validation) error {
+	l := v.License
+	if l.LastValidatedAt == nil || now.Sub(*l.LastValidatedAt) >= touchEvery {
+		if err := tx.TouchLicense(l.ID, now); err != nil {
+			return err
+		}
+		l.LastValidatedAt = &now
+	}
+	if r.Fingerprint == "" {
+		return nil
+	}
+	m, err := tx.MachineByFingerprint(l.ID, r.Fingerprint)
+	switch {
+	case err == nil:
+		if now.Sub(m.LastSeenAt) >= touchEvery {
+			if err := tx.TouchMachine(m.ID, now); err != nil {
+				return err
+			}
+			m.LastSeenAt = now
+		}
+	case keyward.ErrorCode(err) == keyward.ENotFound:
+		if l.MaxMachines > 0 {
+			ms, err := tx.Machines(l.ID)
+			if err != nil {
+				return err
+			}
+			if len(ms) >= l.MaxMachines {
+				v.Valid, v.Code = false, keyward.CodeTooManyMachines
+				return nil
+			}
+		}
+		id, err := a.newID("mch")
+		if err != nil {
+			return err
+		}
+		m = &keyward.Machine{ID: id, LicenseID: l.ID, Fingerprint: r.Fingerprint, CreatedAt: now, LastSeenAt: now}
+		if err := tx.CreateMachine(m); err != nil {
+			return err
+		}
+		if err := a.record(ctx, tx, now, change{
+			action: "machine.activate", event: "machine.activated", targetType: "machine", targetID: id,
+			after: "active", details: map[string]any{"license_id": l.ID},
+		}); err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	v.Machine = m
+	lease, err := a.signLease(ctx, tx, now, v.Product, l, m)
+	if err != nil {
+		return err
+	}
+	v.Lease = lease
+	return nil
+}
+
+func (a *Authority) signLease(ctx context.Context, tx store.Tx, now time.Time, p *keyward.Product, l *keyward.License, m *keyward.Machine) (*Lease, error) {
+	pol, err := a.policy(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	exp := now.Add(pol.LeaseTTL)
+	if l.ExpiresAt != nil && l.ExpiresAt.Before(exp) {
+		exp = *l.ExpiresAt
+	}
+	jti, err := a.newID("lse")
+	if err != nil {
+		return nil, err
+	}
+	signer, err := a.activeSigner(tx, keyward.LicenseRing(p.ID))
+	if err != nil {
+		return nil, err
+	}
+	tok, err := keys.SignJWSClaims(signer, keyward.TypLease, keyward.LeaseClaims{
+		Issuer: a.issuer, Subject: l.ID, Audience: p.Name, IssuedAt: now.Unix(), NotBefore: now.Unix(),
+		Expiry: exp.Unix(), ID: jti, Machine: m.ID, Fingerprint: m.Fingerprint,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sign lease: %w", err)
+	}
+	return &Lease{Token: tok, ExpiresAt: time.Unix(exp.Unix(), 0).UTC()}, nil
+}
+
+// Certificate is a checked-out license certificate.
+type Certificate struct {
+	Token     string
+	KID       string
+	ExpiresAt time.Time
+}
+
+// Checkout signs a fresh license certificate for an active license with
+// the product's active key.
+func (a *Authority) Checkout(ctx context.Context, licenseID string) (*Certificate, error) {
+	var out *Certificate
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		l, err := tx.License(licenseID)
+		if err != nil {
+			return err
+		}
+		out, err = a.certify(ctx, tx, a.clock.Now(), l)
+		return err
+	})
+	return out, err
+}
+
+// CheckoutByKey is Checkout for a caller proving possession of the license
+// key (shipped apps hold no vendor token).
+func (a *Authority) CheckoutByKey(ctx context.Context, key, product string) (*Certificate, error) {
+	v, err := a.Validate(ctx, ValidateRequest{Key: key, Product: product})
+	if err != nil {
+		return nil, err
+	}
+	if v.License == nil {
+		return nil, keyward.Errorf(keyward.ENotFound, "license key not found")
+	}
+	if !v.Valid && v.Code != keyward.CodeFingerprintRequired {
+		return nil, keyward.Errorf(keyward.ELicenseInactive, "license is not valid: %s", v.Code)
+	}
+	return a.Checkout(ctx, v.License.ID)
+}
+
+func (a *Authority) certify(ctx context.Context, tx store.Tx, now time.Time, l *keyward.License) (*Certificate, error) {
+	if l.State != keyward.LicenseActive {
+		return nil, keyward.Errorf(keyward.ELicenseInactive, "license %s is %s: no certificate is issued for it", l.ID, l.State)
+	}
+	if l.Expired(now) {
+		return nil, keyward.Errorf(keyward.ELicenseInactive, "license %s expired at %s", l.ID, l.ExpiresAt.Format(time.RFC3339))
+	}
+	p, err := tx.Product(l.ProductID)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := a.policy(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	exp := now.Add(pol.CertificateTTL)
+	var licExp *int64
+	if l.ExpiresAt != nil {
+		e := l.ExpiresAt.Unix()
+		licExp = &e
+		if l.ExpiresAt.Before(exp) {
+			exp = *l.ExpiresAt
+		}
+	}
+	jti, err := a.newID("crt")
+	if err != nil {
+		return nil, err
+	}
+	signer, err := a.activeSigner(tx, keyward.LicenseRing(p.ID))
+	if err != nil {
+		return nil, err
+	}
+	ents := l.Entitlements
+	if ents == nil {
+		ents = []string{}
+	}
+	tok, err := keys.SignJWSClaims(signer, keyward.TypCertificate, keyward.CertificateClaims{
+		Issuer: a.issuer, Subject: l.ID, Audience: p.Name, IssuedAt: now.Unix(), NotBefore: now.Unix(),
+		Expiry: exp.Unix(), ID: jti,
+		License: keyward.LicenseInfo{Policy: pol.Version, Entitlements: ents, ExpiresAt: licExp, MaxMachines: l.MaxMachines, Holder: l.Holder},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sign certificate: %w", err)
+	}
+	return &Certificate{Token: tok, KID: signer.KID(), ExpiresAt: time.Unix(exp.Unix(), 0).UTC()}, nil
+}

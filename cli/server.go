@@ -1,0 +1,237 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/api"
+	"github.com/keyward/keyward/authority"
+	"github.com/keyward/keyward/keys"
+	"github.com/keyward/keyward/store"
+	"github.com/keyward/keyward/store/sqlite"
+	"github.com/spf13/cobra"
+)
+
+// ServerConfig configures `keyward server`.
+type ServerConfig struct {
+	Dev      bool
+	DataDir  string // holds the KEK file, the SQLite database and admin.token
+	DB       string // "sqlite:PATH" or "" for DataDir/keyward.db
+	Listen   string
+	KEKFile  string // "" = DataDir/kek
+	Keystore string // "local"
+	Issuer   string
+	Logger   *slog.Logger
+	Stdout   io.Writer // where the first-start admin token is announced
+	Clock    keyward.Clock
+}
+
+// RunningServer is a started server.
+type RunningServer struct {
+	Addr      string // host:port actually listened on
+	Authority *authority.Authority
+	store     store.Store
+	http      *http.Server
+	done      chan error
+}
+
+// Shutdown stops accepting requests, waits for in-flight ones (up to ctx)
+// and closes the store.
+func (s *RunningServer) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if e := <-s.done; e != nil && !errors.Is(e, http.ErrServerClosed) && err == nil {
+		err = e
+	}
+	if e := s.store.Close(); e != nil && err == nil {
+		err = e
+	}
+	return err
+}
+
+// StartServer opens (and on first start creates) everything the server
+// needs and starts serving. In dev mode it creates the data directory, a
+// KEK file and a demo product; in every mode the first start writes an
+// admin token to DataDir/admin.token.
+func StartServer(ctx context.Context, cfg ServerConfig) (*RunningServer, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = io.Discard
+	}
+	if cfg.Keystore != "" && cfg.Keystore != "local" {
+		return nil, fmt.Errorf("keystore %q is not supported yet: only \"local\" (KEK-sealed keys) is implemented; PKCS#11 is planned (spec section 9)", cfg.Keystore)
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("no data directory (use --data-dir, or --dev for ./keyward-data)")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	kekFile := cfg.KEKFile
+	if kekFile == "" {
+		kekFile = filepath.Join(cfg.DataDir, "kek")
+	}
+	ring, err := keys.LoadKEKFile(kekFile)
+	if errors.Is(err, os.ErrNotExist) && cfg.Dev {
+		k, gerr := keys.GenerateKEK(nil)
+		if gerr != nil {
+			return nil, gerr
+		}
+		ring = keys.NewKEKRing(k)
+		if err = keys.WriteKEKFile(kekFile, ring); err == nil {
+			cfg.Logger.Info("generated KEK file", "path", kekFile)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("KEK file %s does not exist: create one with `keyward kek generate --out %s` (or use --dev)", kekFile, kekFile)
+		}
+		return nil, fmt.Errorf("KEK file: %w", err)
+	}
+	dbPath, err := sqlitePath(cfg.DB, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	// The database holds sealed keys and hashes: owner-only, like the KEK.
+	// SQLite gives its -wal and -shm files the database file's mode.
+	if f, err := os.OpenFile(dbPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
+		f.Close()
+	}
+	st, err := sqlite.Open(ctx, dbPath)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := startWithStore(ctx, cfg, st, ring)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return rs, nil
+}
+
+func sqlitePath(db, dataDir string) (string, error) {
+	switch {
+	case db == "":
+		return filepath.Join(dataDir, "keyward.db"), nil
+	case strings.HasPrefix(db, "sqlite:"):
+		return strings.TrimPrefix(db, "sqlite:"), nil
+	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
+		return "", errors.New("PostgreSQL is not supported yet: only the embedded SQLite store is implemented (use sqlite:PATH)")
+	default:
+		return "", fmt.Errorf("database %q: want sqlite:PATH", db)
+	}
+}
+
+func startWithStore(ctx context.Context, cfg ServerConfig, st store.Store, ring *keys.KEKRing) (*RunningServer, error) {
+	auth, err := authority.New(ctx, authority.Config{Store: st, KEKs: ring, Logger: cfg.Logger, Issuer: cfg.Issuer, Clock: cfg.Clock})
+	if err != nil {
+		return nil, err
+	}
+	sys := keyward.NewContextWithPrincipal(ctx, keyward.Principal{ID: "system", Name: "keyward server"})
+	if err := bootstrap(sys, cfg, auth); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	h := api.New(api.Config{Authority: auth, Logger: cfg.Logger, Ready: func(ctx context.Context) error {
+		if err := st.Ping(ctx); err != nil {
+			return err
+		}
+		_, err := auth.JWKS(ctx, "")
+		return err
+	}})
+	hs := api.NewHTTPServer(ln.Addr().String(), h, cfg.Logger)
+	rs := &RunningServer{Addr: ln.Addr().String(), Authority: auth, store: st, http: hs, done: make(chan error, 1)}
+	go func() { rs.done <- hs.Serve(ln) }()
+	cfg.Logger.Info("keyward listening", "addr", rs.Addr, "dev", cfg.Dev)
+	return rs, nil
+}
+
+// bootstrap creates the admin token on first start and, in dev mode, the
+// demo product. Both are skipped when they already exist.
+func bootstrap(ctx context.Context, cfg ServerConfig, auth *authority.Authority) error {
+	has, err := auth.HasTokens(ctx)
+	if err != nil {
+		return err
+	}
+	tokenFile := filepath.Join(cfg.DataDir, "admin.token")
+	if !has {
+		_, secret, err := auth.CreateToken(ctx, authority.TokenRequest{Name: "bootstrap admin", Roles: []string{keyward.RoleAdmin}})
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(tokenFile, []byte(secret+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write admin token: %w", err)
+		}
+		fmt.Fprintf(cfg.Stdout, "admin token (also in %s):\n  %s\n", tokenFile, secret)
+	} else if cfg.Dev {
+		fmt.Fprintf(cfg.Stdout, "admin token: see %s\n", tokenFile)
+	}
+	if cfg.Dev {
+		if _, err := auth.Product(ctx, "demo"); keyward.ErrorCode(err) == keyward.ENotFound {
+			if _, err := auth.CreateProduct(ctx, "demo"); err != nil {
+				return fmt.Errorf("create demo product: %w", err)
+			}
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func serverCmd(e *env) *cobra.Command {
+	var cfg ServerConfig
+	var logLevel string
+	c := &cobra.Command{
+		Use:   "server",
+		Short: "Run the Keyward server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageError(fmt.Errorf("log level %q: want debug, info, warn or error", logLevel))
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
+			cfg.Stdout = e.stdout
+			if cfg.Dev && cfg.DataDir == "" {
+				cfg.DataDir = "keyward-data"
+			}
+			if cfg.DB == "" {
+				cfg.DB = os.Getenv("KEYWARD_DB")
+			}
+			rs, err := StartServer(e.ctx, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "keyward listening on http://%s\n", rs.Addr)
+			<-e.ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			cfg.Logger.Info("shutting down")
+			return rs.Shutdown(sctx)
+		},
+	}
+	f := c.Flags()
+	f.BoolVar(&cfg.Dev, "dev", false, "development mode: ./keyward-data with a generated KEK and a demo product")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "data directory (default with --dev: ./keyward-data)")
+	f.StringVar(&cfg.DB, "db", "", "database: sqlite:PATH (default DATA-DIR/keyward.db; KEYWARD_DB)")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "listen address")
+	f.StringVar(&cfg.KEKFile, "kek-file", "", "KEK file (default DATA-DIR/kek)")
+	f.StringVar(&cfg.Keystore, "keystore", "local", "keystore: local (pkcs11 is not implemented yet)")
+	f.StringVar(&cfg.Issuer, "issuer", "keyward", "issuer (iss) of certificates and leases")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return c
+}

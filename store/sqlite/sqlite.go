@@ -1,0 +1,236 @@
+// Package sqlite implements store.Store on a SQLite database file, using the
+// pure-Go driver modernc.org/sqlite.
+//
+// A DB holds two connection pools on the same file. Writes go through a pool
+// of exactly one connection whose transactions begin with BEGIN IMMEDIATE, so
+// read-write transactions are serialised in the process and take SQLite's
+// write lock up front instead of failing with SQLITE_BUSY on upgrade. Reads
+// go through a separate pool of read-only (query_only) connections; the
+// database runs in WAL mode, so readers see a consistent snapshot and never
+// block the writer or each other. Other processes opening the same file wait
+// for locks for up to busy_timeout (10s).
+//
+// The schema is versioned: Open applies the embedded migrations the file
+// lacks, in order and in one transaction, and refuses a file whose schema is
+// newer than this package knows.
+//
+// The package stores and looks up; it holds no lifecycle rules. The database
+// does guarantee what only it can: at most one active signing key per ring,
+// unique product names, license-key and token hashes, one machine per
+// (license, fingerprint), and audit sequence numbers without gaps.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/keyward/keyward/store"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// DB is a Keyward store in one SQLite file. It is safe for concurrent use.
+type DB struct {
+	write *sql.DB // one connection, BEGIN IMMEDIATE
+	read  *sql.DB // query_only connections for View
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Open opens (creating if needed) the database file at path and brings its
+// schema up to date. It fails if the file's schema version is newer than this
+// binary supports. path is a file system path, not a URI; ":memory:" is not
+// supported.
+func Open(ctx context.Context, path string) (*DB, error) {
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("sqlite: open %q: want a file path", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	write, err := sql.Open("sqlite", dsn(abs, "_txlock=immediate"))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	write.SetMaxOpenConns(1)
+	if err := migrate(ctx, write); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+
+	// Readers are opened after the writer has switched the file to WAL.
+	read, err := sql.Open("sqlite", dsn(abs, "_pragma=query_only(1)"))
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	read.SetMaxOpenConns(n)
+	read.SetMaxIdleConns(n)
+	if err := read.PingContext(ctx); err != nil {
+		write.Close()
+		read.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	return &DB{write: write, read: read}, nil
+}
+
+// dsn returns the driver's URI for the file at abs with the pragmas every
+// connection needs, plus extra ("key=value&…", already escaped).
+func dsn(abs, extra string) string {
+	q := url.Values{"_pragma": {
+		"busy_timeout(10000)",
+		"journal_mode(WAL)",
+		"foreign_keys(1)",
+		"synchronous(NORMAL)",
+	}}.Encode()
+	if extra != "" {
+		q += "&" + extra
+	}
+	// url.URL escapes '?', '#' and '%' in the path; SQLite decodes them.
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q}
+	return u.String()
+}
+
+// Close closes both connection pools.
+func (db *DB) Close() error {
+	return errors.Join(db.write.Close(), db.read.Close())
+}
+
+// Ping checks that the database file can be read.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.read.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	return nil
+}
+
+// Update runs fn in a read-write transaction and commits if fn returns nil.
+// If fn returns an error or panics, nothing fn wrote is kept; the error is
+// returned as is and the panic continues. Update calls are serialised (in
+// the process by the one writer connection, across processes by SQLite's
+// write lock), so fn MUST NOT call Update itself: it would wait forever.
+func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return run(ctx, db.write, nil, fn)
+}
+
+// View runs fn in a read-only transaction: every read in fn sees the same
+// snapshot of the database. Writes through the tx fail.
+func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
+	return run(ctx, db.read, &sql.TxOptions{ReadOnly: true}, fn)
+}
+
+func run(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(store.Tx) error) error {
+	sqlTx, err := db.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("sqlite: begin: %w", err)
+	}
+	// Rolls back on error and on panic; a no-op after Commit.
+	defer sqlTx.Rollback()
+	if err := fn(&tx{ctx: ctx, tx: sqlTx}); err != nil {
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", err)
+	}
+	return nil
+}
+
+// migration is one embedded schema change, migrations/NNNN_name.sql.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations ordered by version.
+func migrations() ([]migration, error) {
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, name := range names {
+		base := filepath.Base(name)
+		num, _, ok := strings.Cut(base, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: name must start with a positive version and '_'", base)
+		}
+		b, err := migrationFS.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: base, sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i := 1; i < len(ms); i++ {
+		if ms[i].version == ms[i-1].version {
+			return nil, fmt.Errorf("migrations %s and %s have the same version", ms[i-1].name, ms[i].name)
+		}
+	}
+	return ms, nil
+}
+
+// migrate applies the pending migrations in one transaction and records each
+// in schema_migrations. It refuses a schema newer than the latest migration.
+func migrate(ctx context.Context, db *sql.DB) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	latest := ms[len(ms)-1].version
+
+	sqlTx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer sqlTx.Rollback()
+	if _, err := sqlTx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		applied_at INTEGER NOT NULL
+	) STRICT`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var current int
+	if err := sqlTx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if current > latest {
+		return fmt.Errorf("database schema version %d is newer than this binary supports (%d); upgrade keyward", current, latest)
+	}
+	if current == latest {
+		return nil // the deferred rollback discards the no-op CREATE IF NOT EXISTS
+	}
+	now := time.Now().UnixNano()
+	for _, m := range ms {
+		if m.version <= current {
+			continue
+		}
+		if _, err := sqlTx.ExecContext(ctx, m.sql); err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+		if _, err := sqlTx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, m.version, now); err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+// Package store declares the narrow storage interfaces Keyward's authority
+// uses. Implementations (store/sqlite, later store/postgres) are thin: they
+// persist and look up, and hold no lifecycle rules. storetest is the one test
+// suite every implementation passes.
+//
+// Errors: lookups of a missing row, and inserts naming a missing referenced
+// row, return a *keyward.Error with code keyward.ENotFound; inserts that
+// violate uniqueness (product name, license key hash, a second active key in
+// a ring) return keyward.EConflict; a value a constraint refuses returns
+// keyward.EInvalid.
+//
+// Orderings the suite pins: Products, Machines and Tokens by creation time
+// then id; Keys by creation time then kid; Licenses by id; audit entries and
+// events by seq. Product(idOrName) prefers an id match. AuditFilter.Since is
+// inclusive; a Limit of 0 means no limit. PutSecret overwrites.
+//
+// Isolation: Update transactions MUST behave as if serialized (SQLite
+// serializes writers; PostgreSQL needs SERIALIZABLE with retry or explicit
+// locks), because the authority reads, checks a rule and writes in one
+// transaction. fn MUST NOT call Update or View on the same store.
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/keyward/keyward"
+)
+
+// Store opens transactions. Update runs fn in a read-write transaction and
+// commits only if fn returns nil; View runs fn read-only. fn MUST NOT keep tx
+// after it returns. A change, its audit entry and its outbox event are
+// written through the same tx so they commit together or not at all.
+type Store interface {
+	Update(ctx context.Context, fn func(tx Tx) error) error
+	View(ctx context.Context, fn func(tx Tx) error) error
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// KeyFilter selects signing keys; zero fields match everything.
+type KeyFilter struct {
+	Ring      string
+	ProductID string
+	Purpose   keyward.Purpose
+	States    []keyward.KeyState
+}
+
+// LicenseFilter selects licenses, ordered by id; zero fields match everything.
+type LicenseFilter struct {
+	ProductID string
+	State     keyward.LicenseState
+	Holder    string
+	After     string // id cursor: only ids greater than this
+	Limit     int    // 0 = no limit
+}
+
+// AuditFilter selects audit entries, ordered by seq.
+type AuditFilter struct {
+	TargetID string
+	Action   string
+	Since    time.Time
+	AfterSeq int64
+	Limit    int
+}
+
+// Tx is one transaction.
+type Tx interface {
+	CreateProduct(p *keyward.Product) error
+	Product(idOrName string) (*keyward.Product, error)
+	Products() ([]*keyward.Product, error)
+
+	CreateKey(k *keyward.SigningKey) error
+	Key(kid string) (*keyward.SigningKey, error)
+	Keys(f KeyFilter) ([]*keyward.SigningKey, error)
+	// UpdateKey writes State, the time fields, Sealed and Reason.
+	UpdateKey(k *keyward.SigningKey) error
+
+	CreateLicense(l *keyward.License) error
+	License(id string) (*keyward.License, error)
+	Licenses(f LicenseFilter) ([]*keyward.License, error)
+	// UpdateLicense writes every mutable field (state, key prefix,
+	// entitlements, max machines, expiry, reason, last validated, updated).
+	UpdateLicense(l *keyward.License) error
+	// TouchLicense sets LastValidatedAt only.
+	TouchLicense(id string, at time.Time) error
+
+	CreateLicenseKey(k *keyward.LicenseKey) error
+	LicenseKeyByHash(hash []byte) (*keyward.LicenseKey, error)
+	// SupersedeLicenseKeys marks every not yet superseded key of the
+	// license superseded at `at`, valid until graceUntil.
+	SupersedeLicenseKeys(licenseID string, at, graceUntil time.Time) error
+
+	Machines(licenseID string) ([]*keyward.Machine, error)
+	MachineByFingerprint(licenseID, fingerprint string) (*keyward.Machine, error)
+	CreateMachine(m *keyward.Machine) error
+	TouchMachine(id string, at time.Time) error
+	DeleteMachine(licenseID, id string) error
+
+	// AppendAudit assigns e.Seq (1, 2, 3, … without gaps) and stores e.
+	AppendAudit(e *keyward.AuditEntry) error
+	AuditEntries(f AuditFilter) ([]*keyward.AuditEntry, error)
+	// AppendEvent assigns e.Seq and stores e in the outbox.
+	AppendEvent(e *keyward.Event) error
+	Events(afterSeq int64, limit int) ([]*keyward.Event, error)
+
+	CreateToken(t *keyward.Token) error
+	TokenByHash(hash []byte) (*keyward.Token, error)
+	Tokens() ([]*keyward.Token, error)
+	// RevokeToken sets RevokedAt.
+	RevokeToken(id string, at time.Time) error
+
+	// Secret returns a KEK-sealed server secret (e.g. the license-key
+	// pepper), or ENotFound.
+	Secret(name string) ([]byte, error)
+	PutSecret(name string, sealed []byte) error
+}
