@@ -20,6 +20,14 @@ var openapiDoc []byte
 func OpenAPI() []byte { return openapiDoc }
 
 func (s *Server) routes() []route {
+	rs := s.coreRoutes()
+	rs = append(rs, s.policyRoutes()...)
+	rs = append(rs, s.auditRoutes()...)
+	rs = append(rs, s.revocationRoutes()...)
+	return rs
+}
+
+func (s *Server) coreRoutes() []route {
 	return []route{
 		{"GET", "/healthz", "", "Liveness", s.healthz},
 		{"GET", "/readyz", "", "Readiness: store reachable, keys loaded", s.readyz},

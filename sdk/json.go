@@ -79,8 +79,11 @@ func checkJSON(data []byte) error {
 			return err
 		}
 	}
-	if values != 1 || len(stack) != 0 {
-		return errors.New("bad JSON: want exactly one value")
+	switch {
+	case len(stack) != 0:
+		return errors.New("bad JSON: truncated")
+	case values != 1:
+		return errors.New("bad JSON: no value")
 	}
 	return nil
 }

@@ -340,7 +340,7 @@ func (v *Verifier) verifySignature(token, typ string) (trustedKey, []byte, error
 	if err != nil {
 		var ve *keys.VerificationError
 		if errors.As(err, &ve) {
-			return trustedKey{}, nil, rejectf(ReasonMalformed, "%s", ve.Reason)
+			return trustedKey{}, nil, rejectf(ReasonMalformed, "%s", strings.TrimPrefix(ve.Reason, "malformed: "))
 		}
 		return trustedKey{}, nil, rejectf(ReasonMalformed, "%v", err)
 	}

@@ -66,6 +66,10 @@ type AuditFilter struct {
 
 // Tx is one transaction.
 type Tx interface {
+	PolicyTx
+	AuditTx
+	RevocationTx
+
 	CreateProduct(p *keyward.Product) error
 	Product(idOrName string) (*keyward.Product, error)
 	Products() ([]*keyward.Product, error)

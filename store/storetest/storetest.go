@@ -84,6 +84,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
 	}
+	runPolicy(t, open)
+	runAudit(t, open)
+	runRevocation(t, open)
 }
 
 // t0 is the suite's epoch: microsecond precision, UTC.
