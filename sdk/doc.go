@@ -23,8 +23,10 @@
 //  6. the claims are one JSON object without duplicate members, and the
 //     required claims are present with the right types, matched by exact
 //     name: iss, sub, aud, jti (non-empty strings), iat, nbf, exp (integer
-//     seconds); lic for a certificate, mid and fpr for a lease. Unknown
-//     claims are ignored, for forward compatibility;
+//     seconds); for a certificate, lic, an object with policy,
+//     entitlements, expires_at (null for perpetual), max_machines and
+//     holder; for a lease, mid and fpr (non-empty strings). Unknown claims
+//     and lic members are ignored, for forward compatibility;
 //  7. nbf <= now+leeway and now-leeway < exp;
 //  8. iss and aud equal [Options.Issuer] and [Options.Audience] when those
 //     are set, and aud equals the signing key's keyward_product when the
