@@ -335,3 +335,37 @@ func TestCLIUsageErrors(t *testing.T) {
 		t.Errorf("unreachable: exit %d, %q", code, errb.String())
 	}
 }
+
+// TestKEKRotate rotates the KEK of a stopped server with the CLI and shows
+// the restarted server still validates keys and signs certificates.
+func TestKEKRotate(t *testing.T) {
+	dir := t.TempDir()
+	h := start(t, dir, &lockedBuffer{})
+	var issued struct{ ID, Key string }
+	h.ok(&issued, "license", "issue", "--product", "demo", "--holder", "c", "--max-machines", "0")
+	h.stop()
+	kek1, _ := os.ReadFile(filepath.Join(dir, "kek"))
+
+	var out, errb bytes.Buffer
+	if code := cli.Run(context.Background(), []string{"keyward", "-o", "json", "kek", "rotate", "--data-dir", dir}, &out, &errb); code != 0 {
+		t.Fatalf("kek rotate: exit %d: %s", code, errb.String())
+	}
+	var res struct {
+		KEKID     string `json:"kek_id"`
+		Rewrapped int
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || res.Rewrapped != 3 {
+		t.Fatalf("kek rotate output %s: %v; want 3 blobs (registry key, demo key, pepper)", out.String(), err)
+	}
+	kek2, _ := os.ReadFile(filepath.Join(dir, "kek"))
+	if bytes.Equal(kek1, kek2) || bytes.Count(kek2, []byte("\n")) != 2 {
+		t.Fatalf("KEK file not replaced by a single new KEK:\n%s", kek2)
+	}
+
+	h = start(t, dir, &lockedBuffer{})
+	defer h.stop()
+	if v := h.validate(issued.Key, "m"); !v.Valid {
+		t.Errorf("validate after KEK rotation: %s", v.Code)
+	}
+	h.ok(nil, "license", "checkout", issued.ID)
+}
