@@ -50,6 +50,8 @@ type Config struct {
 	Logger   *slog.Logger  // nil = discard
 	Issuer   string        // "iss" of certificates and leases
 	Policies PolicySource  // nil = DefaultPolicies
+	// CacheEntries bounds the validation cache (0 = DefaultCacheEntries).
+	CacheEntries int
 }
 
 // Authority applies Keyward's rules. It is safe for concurrent use.
@@ -65,6 +67,7 @@ type Authority struct {
 
 	mu      sync.Mutex
 	signers map[string]*keys.PrivateKey // opened private keys by kid
+	vc      *validationCache
 }
 
 const pepperSecret = "pepper"
@@ -76,8 +79,9 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if cfg.Store == nil || cfg.KEKs == nil {
 		return nil, errors.New("authority: store and KEKs are required")
 	}
+	vc := newValidationCache(cfg.CacheEntries)
 	a := &Authority{
-		store: cfg.Store, keks: cfg.KEKs, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Logger,
+		vc: vc, store: trackedStore{Store: cfg.Store, cache: vc}, keks: cfg.KEKs, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Logger,
 		issuer: cfg.Issuer, policies: cfg.Policies, signers: map[string]*keys.PrivateKey{},
 	}
 	if a.clock == nil {

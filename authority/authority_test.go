@@ -499,3 +499,9 @@ func TestRewrapAll(t *testing.T) {
 		t.Fatalf("checkout after KEK rotation: %v", err)
 	}
 }
+
+// containsKID reports whether a JWS header names kid.
+func containsKID(token, kid string) bool {
+	j, err := keys.ParseJWS(token)
+	return err == nil && j.Header.Kid == kid
+}

@@ -81,6 +81,16 @@ func (a *Authority) forget(kid string) {
 
 // activeSigner returns the signer of ring's active key.
 func (a *Authority) activeSigner(tx store.Tx, ring string) (keys.Signer, error) {
+	// A transaction that changed the ring must read its own writes.
+	tt, tracked := tx.(trackingTx)
+	useCache := !tracked || !tt.t.rings[ring]
+	var epoch uint64
+	if useCache {
+		var s keys.Signer
+		if s, epoch = a.vc.signer(ring); s != nil {
+			return s, nil
+		}
+	}
 	ks, err := tx.Keys(store.KeyFilter{Ring: ring, States: []keyward.KeyState{keyward.KeyActive}})
 	if err != nil {
 		return nil, err
@@ -88,7 +98,11 @@ func (a *Authority) activeSigner(tx store.Tx, ring string) (keys.Signer, error) 
 	if len(ks) != 1 {
 		return nil, keyward.Errorf(keyward.EUnavailable, "ring %s has %d active keys", ring, len(ks))
 	}
-	return a.openKey(ks[0])
+	s, err := a.openKey(ks[0])
+	if err == nil && useCache {
+		a.vc.putSigner(ring, s, epoch)
+	}
+	return s, err
 }
 
 func (a *Authority) ensureRegistryKey(ctx context.Context) error {

@@ -63,22 +63,57 @@ func (a *Authority) Validate(ctx context.Context, r ValidateRequest) (*Validatio
 		return nil, keyward.Errorf(keyward.EInvalid, "fingerprint: at most %d characters", MaxFingerprintLen)
 	}
 	hash := a.keyedHash("license-key", string(key))
+	var h [32]byte
+	copy(h[:], hash)
 	v := &Validation{}
-	var needWrite bool
-	err = a.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		needWrite, err = a.check(tx, a.clock.Now(), hash, r, v)
-		return err
-	})
-	if err != nil || !needWrite {
-		return v, err
+	e, epoch := a.vc.get(h)
+	if e == nil {
+		err = a.store.View(ctx, func(tx store.Tx) error {
+			var err error
+			e, err = loadEntry(tx, hash)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			a.vc.put(h, e, epoch)
+		}
 	}
-	// A machine must be activated, a lease signed or last-seen times moved:
-	// do it again in a write transaction so machine counting is serialized.
+	now := a.clock.Now()
+	if !judge(e, now, r, v) {
+		return v, nil
+	}
+	// Valid. A machine needs looking up, a lease signing, or last-seen
+	// times moving: read the machine, and write only when something changes.
+	stale := e.license.LastValidatedAt == nil || now.Sub(*e.license.LastValidatedAt) >= touchEvery
+	if r.Fingerprint == "" && !stale {
+		return v, nil
+	}
+	if r.Fingerprint != "" && !stale {
+		var done bool
+		err = a.store.View(ctx, func(tx store.Tx) error {
+			m, err := tx.MachineByFingerprint(e.license.ID, r.Fingerprint)
+			if keyward.ErrorCode(err) == keyward.ENotFound || (err == nil && now.Sub(m.LastSeenAt) >= touchEvery) {
+				return nil // new machine or stale last-seen: the write path below
+			} else if err != nil {
+				return err
+			}
+			v.Machine = m
+			v.Lease, err = a.signLease(ctx, tx, now, v.Product, v.License, m)
+			done = err == nil
+			return err
+		})
+		if err != nil || done {
+			return v, err
+		}
+	}
+	// Do it again in a write transaction, so machine counting is serialized.
 	err = a.store.Update(ctx, func(tx store.Tx) error {
 		*v = Validation{}
 		now := a.clock.Now()
-		if _, err := a.check(tx, now, hash, r, v); err != nil || !v.Valid {
+		e, err := loadEntry(tx, hash)
+		if err != nil || !judge(e, now, r, v) {
 			return err
 		}
 		return a.admit(keyward.NewContextWithPrincipal(ctx, keyward.Principal{ID: "license:" + v.License.ID, Name: v.License.KeyPrefix}), tx, now, r, v)
@@ -86,30 +121,40 @@ func (a *Authority) Validate(ctx context.Context, r ValidateRequest) (*Validatio
 	return v, err
 }
 
-// check fills v from the stored state without writing. It reports whether
-// a write transaction is needed (a valid license with a fingerprint, or a
-// stale last-validated time).
-func (a *Authority) check(tx store.Tx, now time.Time, hash []byte, r ValidateRequest, v *Validation) (bool, error) {
+// loadEntry reads what validation needs for a key hash; nil if the key is
+// unknown.
+func loadEntry(tx store.Tx, hash []byte) (*cacheEntry, error) {
 	rec, err := tx.LicenseKeyByHash(hash)
 	if keyward.ErrorCode(err) == keyward.ENotFound {
-		v.Code = keyward.CodeNotFound
-		return false, nil
+		return nil, nil
 	} else if err != nil {
-		return false, err
+		return nil, err
 	}
 	l, err := tx.License(rec.LicenseID)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	p, err := tx.Product(l.ProductID)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
+	return &cacheEntry{rec: *rec, license: *l, product: *p}, nil
+}
+
+// judge decides the validation code from e (nil: unknown key) at now and
+// fills v with copies of the license and product. It reports whether the
+// license is valid.
+func judge(e *cacheEntry, now time.Time, r ValidateRequest, v *Validation) bool {
+	if e == nil {
+		v.Code = keyward.CodeNotFound
+		return false
+	}
+	l, p := e.license, e.product
 	if r.Product != "" && r.Product != p.ID && r.Product != p.Name {
 		v.Code = keyward.CodeNotFound // the key is not a key of the product asked about
-		return false, nil
+		return false
 	}
-	v.License, v.Product = l, p
+	v.License, v.Product = &l, &p
 	switch {
 	case l.State == keyward.LicenseRevoked:
 		v.Code = keyward.CodeRevoked
@@ -119,18 +164,14 @@ func (a *Authority) check(tx store.Tx, now time.Time, hash []byte, r ValidateReq
 		v.Code = keyward.CodeRetired
 	case l.State == keyward.LicenseExpired || l.Expired(now):
 		v.Code = keyward.CodeExpired
-	case rec.GraceUntil != nil && !now.Before(*rec.GraceUntil):
+	case e.rec.GraceUntil != nil && !now.Before(*e.rec.GraceUntil):
 		v.Code = keyward.CodeSuperseded
 	case l.MaxMachines > 0 && r.Fingerprint == "":
 		v.Code = keyward.CodeFingerprintRequired
 	default:
 		v.Valid, v.Code = true, keyward.CodeValid
 	}
-	if !v.Valid {
-		return false, nil
-	}
-	stale := l.LastValidatedAt == nil || now.Sub(*l.LastValidatedAt) >= touchEvery
-	return r.Fingerprint != "" || stale, nil
+	return v.Valid
 }
 
 // admit records the validation: touches last-seen times, activates the
