@@ -51,6 +51,7 @@ func (s *Server) coreRoutes() []route {
 
 		{"GET", "/v1/licenses", authority.PermLicenseRead, "List licenses", s.listLicenses},
 		{"POST", "/v1/licenses", authority.PermLicenseIssue, "Issue a license", s.issueLicense},
+		{"POST", "/v1/licenses:batch", authority.PermLicenseIssue, "Issue count identical licenses in one transaction", s.issueBatch},
 		{"GET", "/v1/licenses/{id}", authority.PermLicenseRead, "Show a license", s.getLicense},
 		{"POST", "/v1/licenses/{id}/suspend", authority.PermLicenseSuspend, "Suspend a license", s.licenseAction(keyward.LicenseSuspend)},
 		{"POST", "/v1/licenses/{id}/reinstate", authority.PermLicenseReinst, "Reinstate a suspended license", s.licenseAction(keyward.LicenseReinstate)},
@@ -348,6 +349,32 @@ func (s *Server) issueLicense(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusCreated, IssuedLicense{License: licenseView(is.License, s.productName(r.Context(), is.License.ProductID)), Key: string(is.Key)})
+}
+
+func (s *Server) issueBatch(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		issueReq
+		Count int `json:"count"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Product == "" {
+		return keyward.Errorf(keyward.EInvalid, "product is required")
+	}
+	out, err := s.auth.IssueLicenses(r.Context(), authority.IssueRequest{
+		Product: req.Product, Holder: req.Holder, ExpiresAt: req.ExpiresAt, Entitlements: req.Entitlements, MaxMachines: req.MaxMachines,
+	}, req.Count)
+	if err != nil {
+		return err
+	}
+	name := s.productName(r.Context(), out[0].License.ProductID)
+	views := make([]IssuedLicense, len(out))
+	for i, is := range out {
+		views[i] = IssuedLicense{License: licenseView(is.License, name), Key: string(is.Key)}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusCreated, map[string]any{"licenses": views})
 }
 
 func (s *Server) getLicense(w http.ResponseWriter, r *http.Request) error {

@@ -98,6 +98,22 @@ type Issued struct {
 
 // IssueLicense creates an active license with a fresh license key.
 func (a *Authority) IssueLicense(ctx context.Context, r IssueRequest) (*Issued, error) {
+	out, err := a.IssueLicenses(ctx, r, 1)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// MaxBatch bounds one batch issuance.
+const MaxBatch = 10000
+
+// IssueLicenses creates count identical licenses (each with its own key)
+// in one transaction, with one audit entry and one event per license.
+func (a *Authority) IssueLicenses(ctx context.Context, r IssueRequest, count int) ([]*Issued, error) {
+	if count < 1 || count > MaxBatch {
+		return nil, keyward.Errorf(keyward.EInvalid, "count %d: want 1 to %d", count, MaxBatch)
+	}
 	if !holderID.MatchString(r.Holder) {
 		return nil, keyward.Errorf(keyward.EInvalid, "holder %q: want a pseudonymous id of 1-128 characters (letters, digits, . _ : @ + -)", r.Holder)
 	}
@@ -108,11 +124,14 @@ func (a *Authority) IssueLicense(ctx context.Context, r IssueRequest) (*Issued, 
 	if r.MaxMachines != nil && (*r.MaxMachines < 0 || *r.MaxMachines > MaxMachinesLimit) {
 		return nil, keyward.Errorf(keyward.EInvalid, "max_machines %d: want 0 (no limit) to %d", *r.MaxMachines, MaxMachinesLimit)
 	}
-	key, err := licensekey.Generate(a.rand)
-	if err != nil {
-		return nil, fmt.Errorf("generate license key: %w", err)
+	out := make([]*Issued, count)
+	for i := range out {
+		key, err := licensekey.Generate(a.rand)
+		if err != nil {
+			return nil, fmt.Errorf("generate license key: %w", err)
+		}
+		out[i] = &Issued{Key: key}
 	}
-	var out *keyward.License
 	err = a.store.Update(ctx, func(tx store.Tx) error {
 		now := a.clock.Now()
 		p, err := tx.Product(r.Product)
@@ -123,44 +142,51 @@ func (a *Authority) IssueLicense(ctx context.Context, r IssueRequest) (*Issued, 
 		if err != nil {
 			return err
 		}
-		l := &keyward.License{
-			ProductID: p.ID, Holder: r.Holder, State: keyward.LicenseActive, KeyPrefix: key.Prefix(),
-			Entitlements: ents, MaxMachines: pol.MaxMachines, CreatedAt: now, UpdatedAt: now,
-			IssuedBy: keyward.PrincipalFromContext(ctx).ID,
-		}
-		if r.MaxMachines != nil {
-			l.MaxMachines = *r.MaxMachines
-		}
+		var expires *time.Time
 		switch {
 		case r.ExpiresAt != nil:
 			if !r.ExpiresAt.After(now) {
 				return keyward.Errorf(keyward.EInvalid, "expires_at %s is not in the future", r.ExpiresAt.UTC().Format(time.RFC3339))
 			}
 			t := r.ExpiresAt.UTC()
-			l.ExpiresAt = &t
+			expires = &t
 		case pol.LicenseDuration > 0:
 			t := now.Add(pol.LicenseDuration)
-			l.ExpiresAt = &t
+			expires = &t
 		}
-		if l.ID, err = a.newID("lic"); err != nil {
-			return err
+		maxMachines := pol.MaxMachines
+		if r.MaxMachines != nil {
+			maxMachines = *r.MaxMachines
 		}
-		if err := tx.CreateLicense(l); err != nil {
-			return err
+		for _, is := range out {
+			l := &keyward.License{
+				ProductID: p.ID, Holder: r.Holder, State: keyward.LicenseActive, KeyPrefix: is.Key.Prefix(),
+				Entitlements: ents, MaxMachines: maxMachines, ExpiresAt: expires, CreatedAt: now, UpdatedAt: now,
+				IssuedBy: keyward.PrincipalFromContext(ctx).ID,
+			}
+			if l.ID, err = a.newID("lic"); err != nil {
+				return err
+			}
+			if err := tx.CreateLicense(l); err != nil {
+				return err
+			}
+			if err := tx.CreateLicenseKey(&keyward.LicenseKey{Hash: a.keyedHash("license-key", string(is.Key)), LicenseID: l.ID, Prefix: is.Key.Prefix(), CreatedAt: now}); err != nil {
+				return err
+			}
+			is.License = l
+			if err := a.record(ctx, tx, now, change{
+				action: "license.issue", event: "license.issued", targetType: "license", targetID: l.ID,
+				after: string(l.State), details: map[string]any{"product": p.Name, "holder": l.Holder, "key_prefix": l.KeyPrefix, "policy_version": pol.Version},
+			}); err != nil {
+				return err
+			}
 		}
-		if err := tx.CreateLicenseKey(&keyward.LicenseKey{Hash: a.keyedHash("license-key", string(key)), LicenseID: l.ID, Prefix: key.Prefix(), CreatedAt: now}); err != nil {
-			return err
-		}
-		out = l
-		return a.record(ctx, tx, now, change{
-			action: "license.issue", event: "license.issued", targetType: "license", targetID: l.ID,
-			after: string(l.State), details: map[string]any{"product": p.Name, "holder": l.Holder, "key_prefix": l.KeyPrefix, "policy_version": pol.Version},
-		})
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Issued{License: out, Key: key}, nil
+	return out, nil
 }
 
 func normalizeEntitlements(in []string) ([]string, error) {

@@ -147,7 +147,7 @@ func licenseCmd(e *env) *cobra.Command {
 
 	var product, holder, expires string
 	var ents []string
-	var maxMachines int
+	var maxMachines, count int
 	issue := &cobra.Command{
 		Use: "issue --product P --holder H", Short: "Issue a license; prints its key once", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -165,6 +165,21 @@ func licenseCmd(e *env) *cobra.Command {
 			if cmd.Flags().Changed("max-machines") {
 				req["max_machines"] = maxMachines
 			}
+			if cmd.Flags().Changed("count") {
+				req["count"] = count
+				var out struct {
+					Licenses []api.IssuedLicense `json:"licenses"`
+				}
+				if err := e.client().do(e.ctx, "POST", "/v1/licenses:batch", req, &out); err != nil {
+					return err
+				}
+				return e.print(out.Licenses, func(w io.Writer) {
+					fmt.Fprintln(w, "ID\tKEY (shown once)")
+					for _, l := range out.Licenses {
+						fmt.Fprintf(w, "%s\t%s\n", l.ID, l.Key)
+					}
+				})
+			}
 			var l api.IssuedLicense
 			if err := e.client().do(e.ctx, "POST", "/v1/licenses", req, &l); err != nil {
 				return err
@@ -180,6 +195,7 @@ func licenseCmd(e *env) *cobra.Command {
 	issue.Flags().StringVar(&expires, "expires", "", "expiry: 2027-01-01 or RFC 3339 time (default: policy)")
 	issue.Flags().StringArrayVar(&ents, "entitlement", nil, "entitlement (repeatable)")
 	issue.Flags().IntVar(&maxMachines, "max-machines", 0, "machine limit, 0 = none (default: policy)")
+	issue.Flags().IntVar(&count, "count", 1, "issue this many identical licenses in one transaction (prints a list)")
 	_ = issue.MarkFlagRequired("product")
 	_ = issue.MarkFlagRequired("holder")
 

@@ -263,6 +263,17 @@ func TestEndToEnd(t *testing.T) {
 	h.ok(nil, "license", "deactivate", issued.ID, machines[0].ID)
 	h.fails("NOT_FOUND", "license", "deactivate", issued.ID, machines[0].ID)
 
+	// Batch issuance prints a JSON array of licenses with their keys.
+	var batch []struct{ ID, Key string }
+	h.ok(&batch, "license", "issue", "--product", "acme", "--holder", "seat-pack", "--count", "25", "--max-machines", "0")
+	if len(batch) != 25 || batch[0].Key == batch[1].Key || !strings.HasPrefix(batch[24].Key, "KW1-") {
+		t.Fatalf("batch issue: %d licenses", len(batch))
+	}
+	if v := h.validate(batch[24].Key, ""); !v.Valid {
+		t.Errorf("batch license: %s", v.Code)
+	}
+	h.fails("INVALID_ARGUMENT", "license", "issue", "--product", "acme", "--holder", "x", "--count", "0")
+
 	// Restart from the same directory: nothing regenerated, nothing lost.
 	kek1, _ := os.ReadFile(filepath.Join(dir, "kek"))
 	h.stop()
