@@ -256,3 +256,26 @@ func TestResponsesNeverCarrySecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	e := newEnv(t)
+	e.json(t, "POST", "/v1/products", `{"name":"acme"}`, nil)
+	var l api.IssuedLicense
+	e.json(t, "POST", "/v1/licenses", `{"product":"acme","holder":"c","max_machines":0}`, &l)
+	e.do(t, "POST", "/v1/validate", "application/json", `{"key":"`+l.Key+`"}`, false)
+	e.do(t, "POST", "/v1/validate", "application/json", `{"key":"KW1-00000-00000-00000-00000-00008"}`, false)
+	r := e.do(t, "GET", "/metrics", "", "", false)
+	for _, want := range []string{
+		`keyward_validations_total{code="VALID"} 1`,
+		`keyward_validations_total{code="NOT_FOUND"} 1`,
+		`keyward_http_requests_total{code="201",route="/v1/licenses"} 1`,
+		`keyward_http_request_duration_seconds_count{route="/v1/validate"} 2`,
+		`keyward_key_rotation_due_seconds{ring="registry"}`,
+		`keyward_active_key_age_seconds{ring="license:`,
+		`process_resident_memory_bytes`,
+	} {
+		if !bytes.Contains(r.body, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

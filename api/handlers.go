@@ -31,6 +31,7 @@ func (s *Server) coreRoutes() []route {
 	return []route{
 		{"GET", "/healthz", "", "Liveness", s.healthz},
 		{"GET", "/readyz", "", "Readiness: store reachable, keys loaded", s.readyz},
+		{"GET", "/metrics", "", "Prometheus metrics", s.metricsHandler()},
 		{"GET", "/.well-known/jwks.json", "", "Published verifying keys (JWKS)", s.jwks},
 		{"GET", "/v1/openapi.json", "", "This API's OpenAPI 3.1 document", s.openapi},
 		{"POST", "/v1/validate", "", "Validate a license key (the key is the credential)", s.validate},
@@ -123,8 +124,10 @@ func (s *Server) validate(w http.ResponseWriter, r *http.Request) error {
 	}
 	v, err := s.auth.Validate(r.Context(), authority.ValidateRequest{Key: req.Key, Fingerprint: req.Fingerprint, Product: req.Product})
 	if err != nil {
+		s.metrics.validations.WithLabelValues(keyward.ErrorCode(err)).Inc()
 		return err
 	}
+	s.metrics.validations.WithLabelValues(v.Code).Inc()
 	return writeJSON(w, http.StatusOK, validationView(v))
 }
 

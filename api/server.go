@@ -31,11 +31,12 @@ const MaxBodyBytes = 64 << 10
 
 // Server is the HTTP API over an Authority.
 type Server struct {
-	auth  *authority.Authority
-	log   *slog.Logger
-	ready func(context.Context) error
-	mux   *http.ServeMux
-	table []route
+	auth    *authority.Authority
+	log     *slog.Logger
+	ready   func(context.Context) error
+	mux     *http.ServeMux
+	table   []route
+	metrics *Metrics
 }
 
 // Config wires a Server.
@@ -44,6 +45,8 @@ type Config struct {
 	Logger    *slog.Logger
 	// Ready reports readiness for /readyz (store reachable, keys loaded).
 	Ready func(context.Context) error
+	// Metrics is the registry served at /metrics (nil = a new one).
+	Metrics *Metrics
 }
 
 // route is one entry of the route table.
@@ -56,13 +59,17 @@ type route struct {
 
 // New returns a Server with every route registered.
 func New(cfg Config) *Server {
-	s := &Server{auth: cfg.Authority, log: cfg.Logger, ready: cfg.Ready, mux: http.NewServeMux()}
+	s := &Server{auth: cfg.Authority, log: cfg.Logger, ready: cfg.Ready, mux: http.NewServeMux(), metrics: cfg.Metrics}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics()
+	}
+	s.metrics.Registry.MustRegister(newKeyCollector(s.auth))
 	s.table = s.routes()
 	for _, rt := range s.table {
-		s.mux.Handle(rt.method+" "+rt.path, s.wrap(rt))
+		s.mux.Handle(rt.method+" "+rt.path, s.metrics.instrument(rt.path, s.wrap(rt)))
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, keyward.Errorf(keyward.ENotFound, "no route %s %s", r.Method, r.URL.Path))
@@ -131,6 +138,10 @@ func (s *Server) wrap(rt route) http.Handler {
 		}
 		if err := rt.handle(w, r); err != nil {
 			s.writeError(w, r, err)
+		}
+		if s.log.Enabled(r.Context(), slog.LevelDebug) {
+			s.log.LogAttrs(r.Context(), slog.LevelDebug, "request", slog.String("method", r.Method), slog.String("route", rt.path),
+				slog.String("request_id", keyward.RequestIDFromContext(r.Context())), slog.String("principal", keyward.PrincipalFromContext(r.Context()).ID))
 		}
 	})
 }

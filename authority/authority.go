@@ -151,6 +151,15 @@ func (a *Authority) keyedHash(kind, secret string) []byte {
 	return m.Sum(nil)
 }
 
+// Policy returns the effective policy of a product ("" = the registry
+// ring's, the built-in default).
+func (a *Authority) Policy(ctx context.Context, productID string) (*keyward.Policy, error) {
+	if productID == "" {
+		return keyward.DefaultPolicy(), nil
+	}
+	return a.policy(ctx, productID)
+}
+
 func (a *Authority) policy(ctx context.Context, productID string) (*keyward.Policy, error) {
 	p, err := a.policies.Policy(ctx, productID)
 	if err != nil {

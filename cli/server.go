@@ -40,6 +40,7 @@ type ServerConfig struct {
 type RunningServer struct {
 	Addr      string // host:port actually listened on
 	Authority *authority.Authority
+	Metrics   *api.Metrics
 	store     store.Store
 	http      *http.Server
 	done      chan error
@@ -146,7 +147,8 @@ func startWithStore(ctx context.Context, cfg ServerConfig, st store.Store, ring 
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	h := api.New(api.Config{Authority: auth, Logger: cfg.Logger, Ready: func(ctx context.Context) error {
+	metrics := api.NewMetrics()
+	h := api.New(api.Config{Authority: auth, Logger: cfg.Logger, Metrics: metrics, Ready: func(ctx context.Context) error {
 		if err := st.Ping(ctx); err != nil {
 			return err
 		}
@@ -154,7 +156,7 @@ func startWithStore(ctx context.Context, cfg ServerConfig, st store.Store, ring 
 		return err
 	}})
 	hs := api.NewHTTPServer(ln.Addr().String(), h, cfg.Logger)
-	rs := &RunningServer{Addr: ln.Addr().String(), Authority: auth, store: st, http: hs, done: make(chan error, 1)}
+	rs := &RunningServer{Addr: ln.Addr().String(), Authority: auth, Metrics: metrics, store: st, http: hs, done: make(chan error, 1)}
 	go func() { rs.done <- hs.Serve(ln) }()
 	cfg.Logger.Info("keyward listening", "addr", rs.Addr, "dev", cfg.Dev)
 	return rs, nil
@@ -194,7 +196,7 @@ func bootstrap(ctx context.Context, cfg ServerConfig, auth *authority.Authority)
 
 func serverCmd(e *env) *cobra.Command {
 	var cfg ServerConfig
-	var logLevel string
+	var logLevel, logFormat string
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run the Keyward server",
@@ -204,7 +206,15 @@ func serverCmd(e *env) *cobra.Command {
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageError(fmt.Errorf("log level %q: want debug, info, warn or error", logLevel))
 			}
-			cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: lvl}))
+			opts := &slog.HandlerOptions{Level: lvl}
+			switch logFormat {
+			case "text":
+				cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, opts))
+			case "json":
+				cfg.Logger = slog.New(slog.NewJSONHandler(e.stderr, opts))
+			default:
+				return usageError(fmt.Errorf("log format %q: want text or json", logFormat))
+			}
 			cfg.Stdout = e.stdout
 			if cfg.Dev && cfg.DataDir == "" {
 				cfg.DataDir = "keyward-data"
@@ -233,5 +243,6 @@ func serverCmd(e *env) *cobra.Command {
 	f.StringVar(&cfg.Keystore, "keystore", "local", "keystore: local (pkcs11 is not implemented yet)")
 	f.StringVar(&cfg.Issuer, "issuer", "keyward", "issuer (iss) of certificates and leases")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json (structured logs on stderr)")
 	return c
 }
