@@ -29,7 +29,9 @@ type env struct {
 	token string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvTB(t) }
+
+func newEnvTB(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "k.db"))
@@ -60,6 +62,10 @@ type resp struct {
 }
 
 func (e *env) do(t *testing.T, method, path, ctype, body string, auth bool) resp {
+	return e.doTB(t, method, path, ctype, body, auth)
+}
+
+func (e *env) doTB(t testing.TB, method, path, ctype, body string, auth bool) resp {
 	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
 	if err != nil {
@@ -81,8 +87,12 @@ func (e *env) do(t *testing.T, method, path, ctype, body string, auth bool) resp
 }
 
 func (e *env) json(t *testing.T, method, path, body string, out any) resp {
+	return e.jsonTB(t, method, path, body, out)
+}
+
+func (e *env) jsonTB(t testing.TB, method, path, body string, out any) resp {
 	t.Helper()
-	r := e.do(t, method, path, "application/json", body, true)
+	r := e.doTB(t, method, path, "application/json", body, true)
 	if out != nil && r.status < 300 {
 		if err := json.Unmarshal(r.body, out); err != nil {
 			t.Fatalf("%s %s: decode %s: %v", method, path, r.body, err)

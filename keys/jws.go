@@ -119,6 +119,9 @@ func ParseJWS(token string) (*JWS, error) {
 
 // parseHeader checks and decodes a JWS header as ParseJWS describes.
 func parseHeader(b []byte) (Header, error) {
+	if h, ok := canonicalHeader(b); ok {
+		return h, nil
+	}
 	malformed := func(why string, args ...any) (Header, error) {
 		return Header{}, verificationErrorf("malformed header: "+why, args...)
 	}
@@ -177,6 +180,46 @@ func parseHeader(b []byte) (Header, error) {
 		return Header{}, verificationErrorf("unsupported alg %q", h.Alg)
 	}
 	return h, nil
+}
+
+// canonicalHeader parses, without allocating, the exact form SignJWS writes:
+// {"alg":"…"[,"kid":"…"][,"typ":"…"]} with plain (unescaped) values and a
+// supported alg. Anything else goes through the general parser, so both
+// accept the same headers.
+func canonicalHeader(b []byte) (Header, bool) {
+	var h Header
+	rest, ok := bytes.CutPrefix(b, []byte(`{"alg":"`))
+	if !ok {
+		return h, false
+	}
+	if h.Alg, rest, ok = plainString(rest); !ok || (h.Alg != "EdDSA" && h.Alg != "ES256") {
+		return h, false
+	}
+	if r, ok := bytes.CutPrefix(rest, []byte(`,"kid":"`)); ok {
+		if h.Kid, rest, ok = plainString(r); !ok {
+			return h, false
+		}
+	}
+	if r, ok := bytes.CutPrefix(rest, []byte(`,"typ":"`)); ok {
+		if h.Typ, rest, ok = plainString(r); !ok {
+			return h, false
+		}
+	}
+	return h, len(rest) == 1 && rest[0] == '}'
+}
+
+// plainString reads a JSON string body up to its closing quote; ok is false
+// if it holds an escape or a control character or is unterminated.
+func plainString(b []byte) (string, []byte, bool) {
+	for i, c := range b {
+		switch {
+		case c == '"':
+			return string(b[:i]), b[i+1:], true
+		case c == '\\' || c < 0x20:
+			return "", nil, false
+		}
+	}
+	return "", nil, false
 }
 
 // Verify checks j's signature with p. The header alg MUST be p's JWS alg.

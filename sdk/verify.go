@@ -268,6 +268,12 @@ func (v *Verifier) VerifyCertificate(token string) (*keyward.CertificateClaims, 
 	if err != nil {
 		return nil, err
 	}
+	if out, c, ok := fastCertificate(payload); ok {
+		if err := v.checkClaims("certificate", key, c); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
 	f, c, err := v.commonClaims(payload)
 	if err != nil {
 		return nil, err
@@ -313,6 +319,13 @@ func (v *Verifier) VerifyLease(token string) (*keyward.LeaseClaims, error) {
 	key, payload, err := v.verifySignature(token, keyward.TypLease)
 	if err != nil {
 		return nil, err
+	}
+	if w, c, ok := fastClaims(payload); ok && w.Mid != nil && *w.Mid != "" && w.Fpr != nil && *w.Fpr != "" {
+		if err := v.checkClaims("lease", key, c); err != nil {
+			return nil, err
+		}
+		return &keyward.LeaseClaims{Issuer: c.iss, Subject: c.sub, Audience: c.aud, IssuedAt: c.iat, NotBefore: c.nbf,
+			Expiry: c.exp, ID: c.jti, Machine: *w.Mid, Fingerprint: *w.Fpr}, nil
 	}
 	f, c, err := v.commonClaims(payload)
 	if err != nil {
