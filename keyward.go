@@ -37,6 +37,10 @@ const (
 	ERateLimited       = "RATE_LIMITED"        // too many requests
 	EMethodNotAllowed  = "METHOD_NOT_ALLOWED"  // route exists, method does not
 	EUnavailable       = "UNAVAILABLE"         // not ready (store down, keys not loaded)
+	EDutyConflict      = "DUTY_CONFLICT"       // separation of duties: the principal did the other side of a duty pair, or asks to approve its own request
+	EMFARequired       = "MFA_REQUIRED"        // the action needs a TOTP code (policy mfa) and none was given, or the principal has not enrolled
+	EMFAInvalid        = "MFA_INVALID"         // the TOTP code is wrong, already used, or the principal is locked out after wrong codes
+	EApprovalExpired   = "APPROVAL_EXPIRED"    // the approval request is past its expiry: nothing was done and nothing was reverted
 	EInternal          = "INTERNAL"            // a bug or an infrastructure failure; details are logged only
 )
 
@@ -46,6 +50,18 @@ type Error struct {
 	Code    string
 	Message string
 	Err     error
+	// Fields lists the problems with individual fields of a document or
+	// request (e.g. every lint problem of a policy), for clients to show
+	// one by one; Message summarizes them.
+	Fields []FieldError
+}
+
+// FieldError is one problem with one field: its path (e.g.
+// "spec.licenses.leaseTTL"), its line in the document when known, and why.
+type FieldError struct {
+	Path    string `json:"path"`
+	Line    int    `json:"line,omitempty"`
+	Message string `json:"message"`
 }
 
 func (e *Error) Error() string {

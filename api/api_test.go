@@ -219,7 +219,7 @@ func auditCount(t *testing.T, st store.Store) int {
 }
 
 func TestIllegalTransitionsOverHTTP(t *testing.T) {
-	e := newEnv(t)
+	e := newDevEnv(t) // one admin revokes and destroys directly: no approvals, second factor or duties
 	e.json(t, "POST", "/v1/products", `{"name":"acme"}`, nil)
 	var l api.IssuedLicense
 	if r := e.json(t, "POST", "/v1/licenses", `{"product":"acme","holder":"c"}`, &l); r.status != 201 {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 
@@ -26,6 +27,10 @@ var statusOf = map[string]int{
 	keyward.ERateLimited:       http.StatusTooManyRequests,
 	keyward.EInternal:          http.StatusInternalServerError,
 	keyward.EUnavailable:       http.StatusServiceUnavailable,
+	keyward.EDutyConflict:      http.StatusForbidden,
+	keyward.EMFARequired:       http.StatusUnauthorized,
+	keyward.EMFAInvalid:        http.StatusUnauthorized,
+	keyward.EApprovalExpired:   http.StatusConflict,
 }
 
 // Problem is an RFC 9457 problem details document with Keyward's stable code.
@@ -37,6 +42,9 @@ type Problem struct {
 	Code      string `json:"code"`
 	Instance  string `json:"instance,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
+	// Errors lists problems with individual fields (e.g. every lint
+	// problem of a policy document), each with its path.
+	Errors []keyward.FieldError `json:"errors,omitempty"`
 }
 
 // writeError renders err as problem+json. The caller sees only the code and
@@ -58,6 +66,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		Type:   "https://keyward.dev/problems/" + code,
 		Title:  http.StatusText(status),
 		Status: status, Detail: msg, Code: code, Instance: r.URL.Path, RequestID: rid,
+	}
+	var ke *keyward.Error
+	if errors.As(err, &ke) && status < 500 {
+		p.Errors = ke.Fields
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")

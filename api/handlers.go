@@ -24,6 +24,8 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.policyRoutes()...)
 	rs = append(rs, s.auditRoutes()...)
 	rs = append(rs, s.revocationRoutes()...)
+	rs = append(rs, s.webhookRoutes()...)
+	rs = append(rs, s.governanceRoutes()...)
 	return rs
 }
 
@@ -48,7 +50,7 @@ func (s *Server) coreRoutes() []route {
 		{"POST", "/v1/keys/{kid}/activate", authority.PermKeyActivate, "Activate a pending key", s.keyAction(keyward.KeyActivate)},
 		{"POST", "/v1/keys/{kid}/retire", authority.PermKeyRetire, "Retire a key (verify-only)", s.keyAction(keyward.KeyRetire)},
 		{"POST", "/v1/keys/{kid}/revoke", authority.PermKeyRevoke, "Revoke a compromised key", s.keyAction(keyward.KeyCompromise)},
-		{"POST", "/v1/keys/{kid}/destroy", authority.PermKeyDestroy, "Destroy a key's private material", s.keyAction(keyward.KeyDestroy)},
+		{"POST", "/v1/keys/{kid}/destroy", authority.PermKeyDestroy, "Destroy a key's private material (202: an approval request where the policy needs one)", s.destroyKey},
 
 		{"GET", "/v1/licenses", authority.PermLicenseRead, "List licenses", s.listLicenses},
 		{"POST", "/v1/licenses", authority.PermLicenseIssue, "Issue a license", s.issueLicense},
@@ -56,14 +58,12 @@ func (s *Server) coreRoutes() []route {
 		{"GET", "/v1/licenses/{id}", authority.PermLicenseRead, "Show a license", s.getLicense},
 		{"POST", "/v1/licenses/{id}/suspend", authority.PermLicenseSuspend, "Suspend a license", s.licenseAction(keyward.LicenseSuspend)},
 		{"POST", "/v1/licenses/{id}/reinstate", authority.PermLicenseReinst, "Reinstate a suspended license", s.licenseAction(keyward.LicenseReinstate)},
-		{"POST", "/v1/licenses/{id}/revoke", authority.PermLicenseRevoke, "Revoke a license", s.licenseAction(keyward.LicenseRevoke)},
+		{"POST", "/v1/licenses/{id}/revoke", authority.PermLicenseRevoke, "Revoke a license (202: suspended, with an approval request, where the policy needs one)", s.revokeLicense},
 		{"POST", "/v1/licenses/{id}/retire", authority.PermLicenseRetire, "Retire a license", s.licenseAction(keyward.LicenseRetire)},
 		{"POST", "/v1/licenses/{id}/reissue", authority.PermLicenseReissue, "Reissue a license's key", s.reissue},
 		{"POST", "/v1/licenses/{id}/checkout", authority.PermLicenseCheck, "Check out a license certificate", s.checkout},
 		{"GET", "/v1/licenses/{id}/machines", authority.PermMachineRead, "List a license's machines", s.listMachines},
 		{"DELETE", "/v1/licenses/{id}/machines/{machine}", authority.PermMachineDeact, "Deactivate a machine", s.deactivateMachine},
-
-		{"POST", "/v1/tokens", authority.PermTokenAdmin, "Create an API token (shown once)", s.createToken},
 	}
 }
 
@@ -451,30 +451,4 @@ func (s *Server) deactivateMachine(w http.ResponseWriter, r *http.Request) error
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Name    string   `json:"name"`
-		Roles   []string `json:"roles"`
-		Product string   `json:"product,omitempty"`
-		TTL     string   `json:"ttl,omitempty"`
-	}
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := keyward.ParseDuration(req.TTL)
-		if err != nil {
-			return keyward.Errorf(keyward.EInvalid, "ttl: %v", err)
-		}
-		ttl = d
-	}
-	t, secret, err := s.auth.CreateToken(r.Context(), authority.TokenRequest{Name: req.Name, Roles: req.Roles, Product: req.Product, TTL: ttl})
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	return writeJSON(w, http.StatusCreated, Token{ID: t.ID, Name: t.Name, Roles: t.Roles, ProductID: t.ProductID, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Token: secret})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -73,6 +74,18 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 func (m *Metrics) instrument(route string, h http.Handler) http.Handler {
 	reqs := m.requests.MustCurryWith(prometheus.Labels{"route": route})
 	lat := m.latency.WithLabelValues(route)
+	var byStatus [600]atomic.Pointer[prometheus.Counter] // resolved label values, per status
+	counter := func(status int) prometheus.Counter {
+		if status < 0 || status >= len(byStatus) {
+			return reqs.WithLabelValues(strconv.Itoa(status))
+		}
+		if c := byStatus[status].Load(); c != nil {
+			return *c
+		}
+		c := reqs.WithLabelValues(strconv.Itoa(status))
+		byStatus[status].Store(&c)
+		return c
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
@@ -81,7 +94,7 @@ func (m *Metrics) instrument(route string, h http.Handler) http.Handler {
 			rec.status = http.StatusOK
 		}
 		lat.Observe(time.Since(start).Seconds())
-		reqs.WithLabelValues(strconv.Itoa(rec.status)).Inc()
+		counter(rec.status).Inc()
 	})
 }
 

@@ -19,11 +19,14 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/authority"
+	"github.com/keyward/keyward/revocation"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -37,6 +40,12 @@ type Server struct {
 	mux     *http.ServeMux
 	table   []route
 	metrics *Metrics
+	revoc   *revocation.Registry
+
+	ridPrefix string
+	reqSeq    atomic.Uint64
+
+	authFailures *failureLimiter // failed authentications per client address (governance.go)
 }
 
 // Config wires a Server.
@@ -47,6 +56,9 @@ type Config struct {
 	Ready func(context.Context) error
 	// Metrics is the registry served at /metrics (nil = a new one).
 	Metrics *Metrics
+	// Revocations serves /v1/revocations and its stream; nil answers them
+	// with UNAVAILABLE.
+	Revocations *revocation.Registry
 }
 
 // route is one entry of the route table.
@@ -59,7 +71,7 @@ type route struct {
 
 // New returns a Server with every route registered.
 func New(cfg Config) *Server {
-	s := &Server{auth: cfg.Authority, log: cfg.Logger, ready: cfg.Ready, mux: http.NewServeMux(), metrics: cfg.Metrics}
+	s := &Server{auth: cfg.Authority, log: cfg.Logger, ready: cfg.Ready, mux: http.NewServeMux(), metrics: cfg.Metrics, revoc: cfg.Revocations, authFailures: newFailureLimiter()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -71,19 +83,18 @@ func New(cfg Config) *Server {
 	for _, rt := range s.table {
 		s.mux.Handle(rt.method+" "+rt.path, s.metrics.instrument(rt.path, s.wrap(rt)))
 	}
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, keyward.Errorf(keyward.ENotFound, "no route %s %s", r.Method, r.URL.Path))
-	})
+	s.mux.HandleFunc("/", s.notFound)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	s.ridPrefix = hex.EncodeToString(b[:]) + "-"
 	return s
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rid := r.Header.Get("X-Request-Id")
-	if rid == "" || len(rid) > 64 {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		rid = hex.EncodeToString(b[:])
+	if !validRequestID(rid) {
+		rid = s.nextRequestID()
 	}
 	w.Header().Set("X-Request-Id", rid)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -97,13 +108,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, fmt.Errorf("panic: %v", v))
 		}
 	}()
-	// The mux answers 405 itself for a known path with another method; turn
-	// that into a problem document by checking the pattern first.
-	if _, pattern := s.mux.Handler(r); (pattern == "" || pattern == "/") && s.pathKnown(r) {
+	s.mux.ServeHTTP(w, r)
+}
+
+// validRequestID accepts a caller's X-Request-Id only if it is short and
+// plain, so it cannot inject anything into logs or audit entries.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// nextRequestID returns a process-unique id: a random per-process prefix and
+// a counter (no system call per request).
+func (s *Server) nextRequestID() string {
+	n := s.reqSeq.Add(1)
+	return s.ridPrefix + strconv.FormatUint(n, 36)
+}
+
+// notFound answers requests no route matched: 405 when the path exists
+// with another method, 404 otherwise.
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	if s.pathKnown(r) {
 		s.writeError(w, r, keyward.Errorf(keyward.EMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
 		return
 	}
-	s.mux.ServeHTTP(w, r)
+	s.writeError(w, r, keyward.Errorf(keyward.ENotFound, "no route %s %s", r.Method, r.URL.Path))
 }
 
 func (s *Server) pathKnown(r *http.Request) bool {
@@ -120,21 +157,20 @@ func (s *Server) pathKnown(r *http.Request) bool {
 	return false
 }
 
-// wrap applies authentication and authorization to a route's handler.
+// wrap applies authentication and authorization to a route's handler:
+// the route's permission, the token's product scope and the policy's
+// second factor (authorize, governance.go).
 func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if rt.perm != "" {
-			p, err := s.authenticate(r)
-			if err != nil {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="keyward"`)
+			var err error
+			if r, err = s.authorize(r, rt); err != nil {
+				if keyward.ErrorCode(err) == keyward.EUnauthenticated {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="keyward"`)
+				}
 				s.writeError(w, r, err)
 				return
 			}
-			if !authority.Allowed(p, rt.perm, "") {
-				s.writeError(w, r, keyward.Errorf(keyward.EForbidden, "%s is not allowed to %s", p.Name, rt.perm))
-				return
-			}
-			r = r.WithContext(keyward.NewContextWithPrincipal(r.Context(), p))
 		}
 		if err := rt.handle(w, r); err != nil {
 			s.writeError(w, r, err)
@@ -159,9 +195,11 @@ func (s *Server) authenticate(r *http.Request) (keyward.Principal, error) {
 // MaxBodyBytes, no unknown fields, exactly one value.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	ct := r.Header.Get("Content-Type")
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "application/json" {
-		return keyward.Errorf(keyward.EUnsupportedMedia, "Content-Type must be application/json, got %q", ct)
+	if ct != "application/json" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return keyward.Errorf(keyward.EUnsupportedMedia, "Content-Type must be application/json, got %q", ct)
+		}
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	dec := json.NewDecoder(r.Body)

@@ -16,12 +16,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/audit"
 	"github.com/keyward/keyward/keys"
 	"github.com/keyward/keyward/store"
 )
@@ -32,8 +34,8 @@ type PolicySource interface {
 	Policy(ctx context.Context, productID string) (*keyward.Policy, error)
 }
 
-// DefaultPolicies serves keyward.DefaultPolicy for every product, with the
-// revocation approvals overridden when Approvals >= 0.
+// DefaultPolicies serves keyward.DefaultPolicy for every product, ignoring
+// applied policies (for tests that pin the built-in values).
 type DefaultPolicies struct{}
 
 // Policy implements PolicySource.
@@ -49,9 +51,16 @@ type Config struct {
 	Rand     io.Reader     // nil = crypto/rand
 	Logger   *slog.Logger  // nil = discard
 	Issuer   string        // "iss" of certificates and leases
-	Policies PolicySource  // nil = DefaultPolicies
+	Policies PolicySource  // nil = the versioned policies in Store (see ApplyPolicy)
+	// Dev relaxes, for a development server only, what the policy
+	// guardrails refuse: the built-in policy needs no second approval for
+	// permanent revocation, and applied policies may say approvals: 0.
+	Dev bool
 	// CacheEntries bounds the validation cache (0 = DefaultCacheEntries).
 	CacheEntries int
+	// WebhookAllowPrivate accepts webhook URLs naming loopback and private
+	// addresses (dev mode, tests); production leaves it false (SSRF).
+	WebhookAllowPrivate bool
 }
 
 // Authority applies Keyward's rules. It is safe for concurrent use.
@@ -63,11 +72,15 @@ type Authority struct {
 	log      *slog.Logger
 	issuer   string
 	policies PolicySource
-	pepper   []byte // HMAC key for license keys and tokens; MUST NOT leave the process
+	stored   *storedPolicies // versioned policies, compiled (policy.go)
+	pepper   []byte          // HMAC key for license keys and tokens; MUST NOT leave the process
+
+	webhookAllowPrivate bool
 
 	mu      sync.Mutex
 	signers map[string]*keys.PrivateKey // opened private keys by kid
 	vc      *validationCache
+	macs    sync.Pool // of hash.Hash: HMAC-SHA-256 keyed with pepper
 }
 
 const pepperSecret = "pepper"
@@ -96,9 +109,13 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if a.issuer == "" {
 		a.issuer = "keyward"
 	}
-	if a.policies == nil {
-		a.policies = DefaultPolicies{}
+	if err := a.loadPolicies(ctx, cfg.Dev); err != nil {
+		return nil, err
 	}
+	if a.policies == nil {
+		a.policies = a.stored
+	}
+	a.webhookAllowPrivate = cfg.WebhookAllowPrivate
 	if err := a.loadPepper(ctx); err != nil {
 		return nil, err
 	}
@@ -143,12 +160,19 @@ func (a *Authority) loadPepper(ctx context.Context) error {
 }
 
 // keyedHash is HMAC-SHA-256 under the pepper, domain-separated by kind.
+// HMAC states are pooled: validation hashes on every request.
 func (a *Authority) keyedHash(kind, secret string) []byte {
-	m := hmac.New(sha256.New, a.pepper)
+	m, _ := a.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, a.pepper)
+	}
+	m.Reset()
 	m.Write([]byte(kind))
 	m.Write([]byte{0})
 	m.Write([]byte(secret))
-	return m.Sum(nil)
+	sum := m.Sum(nil)
+	a.macs.Put(m)
+	return sum
 }
 
 // Policy returns the effective policy of a product ("" = the registry
@@ -182,6 +206,12 @@ type change struct {
 	after      string
 	reason     string
 	details    any // JSON-encoded into the audit entry and the event data
+	// Who and what authorized the change, recorded in the audit entry:
+	// approvals by other principals, and the policy version and rule of a
+	// decision the policy engine took (0 and "" when no policy decided).
+	approvalIDs   []string
+	policyVersion int
+	rule          string
 }
 
 // record writes c's audit entry and outbox event through tx.
@@ -196,11 +226,14 @@ func (a *Authority) record(ctx context.Context, tx store.Tx, now time.Time, c ch
 		details = b
 	}
 	e := &keyward.AuditEntry{
-		Time: now, Actor: p.ID, ActorName: p.Name, Action: c.action,
+		Time: now, Actor: p.ID, ActorName: p.Name, Roles: p.Roles, Action: c.action,
 		TargetType: c.targetType, TargetID: c.targetID, Before: c.before, After: c.after,
 		Reason: c.reason, RequestID: keyward.RequestIDFromContext(ctx), Details: details,
+		// Filled by the policy engine and governance features for the
+		// decisions they take: c.approvalIDs, c.policyVersion, c.rule.
+		ApprovalIDs: c.approvalIDs, PolicyVersion: c.policyVersion, Rule: c.rule,
 	}
-	if err := tx.AppendAudit(e); err != nil {
+	if err := audit.Append(tx, e); err != nil {
 		return fmt.Errorf("append audit: %w", err)
 	}
 	if c.event == "" {

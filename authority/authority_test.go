@@ -124,7 +124,7 @@ func wantCode(t *testing.T, err error, code string) {
 }
 
 func TestLicenseLifecycle(t *testing.T) {
-	f := newFixture(t)
+	f := newDevFixture(t) // the lifecycle itself: no approvals, second factor or duties (governance_test.go)
 	f.product(t, "acme")
 	is := f.issue(t, authority.IssueRequest{Product: "acme", Holder: "cust-1", Entitlements: []string{"feature-x", "feature-x", "a"}, MaxMachines: intp(2)})
 	if got := is.License.Entitlements; len(got) != 2 || got[0] != "a" {
@@ -286,7 +286,7 @@ func activeKeys(t *testing.T, f *fixture, productID string) []*keyward.SigningKe
 }
 
 func TestKeyRotation(t *testing.T) {
-	f := newFixture(t)
+	f := newDevFixture(t) // the lifecycle itself: no approvals, second factor or duties (governance_test.go)
 	p := f.product(t, "acme")
 	first := activeKeys(t, f, p.ID)
 	if len(first) != 1 {

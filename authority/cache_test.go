@@ -15,7 +15,7 @@ import (
 // (which keep refilling the cache): the validation right after each change
 // commits must see it.
 func TestNoStaleValidation(t *testing.T) {
-	f := newFixture(t)
+	f := newDevFixture(t) // the lifecycle itself: no approvals, second factor or duties (governance_test.go)
 	f.product(t, "acme")
 	is := f.issue(t, authority.IssueRequest{Product: "acme", Holder: "c", MaxMachines: intp(0)})
 	key := string(is.Key)

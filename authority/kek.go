@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/audit"
 	"github.com/keyward/keyward/keys"
 	"github.com/keyward/keyward/store"
 )
@@ -64,9 +65,18 @@ func RewrapAll(ctx context.Context, st store.Store, ring *keys.KEKRing, clock ke
 			}
 			n++
 		}
+		m, err := rewrapWebhookSecrets(tx, ring)
+		if err != nil {
+			return err
+		}
+		n += m
+		if m, err = rewrapMFASecrets(tx, ring); err != nil {
+			return err
+		}
+		n += m
 		p := keyward.PrincipalFromContext(ctx)
-		return tx.AppendAudit(&keyward.AuditEntry{
-			Time: clock.Now(), Actor: p.ID, ActorName: p.Name, Action: "kek.rotate", TargetType: "kek",
+		return audit.Append(tx, &keyward.AuditEntry{
+			Time: clock.Now(), Actor: p.ID, ActorName: p.Name, Roles: p.Roles, Action: "kek.rotate", TargetType: "kek",
 			TargetID: ring.Primary().ID(), After: "primary", Reason: fmt.Sprintf("rewrapped %d blobs", n),
 		})
 	})

@@ -113,7 +113,7 @@ func (a *Authority) ensureRegistryKey(ctx context.Context) error {
 		}
 		now := a.clock.Now()
 		ctx := keyward.NewContextWithPrincipal(ctx, systemPrincipal)
-		_, err = a.addKey(ctx, tx, now, keyward.DefaultPolicy().Algorithm, keyward.RegistryRing, keyward.PurposeRegistry, "", true, "bootstrap")
+		_, err = a.addKey(ctx, tx, now, registryAlgorithm, keyward.RegistryRing, keyward.PurposeRegistry, "", true, "bootstrap")
 		return err
 	})
 }
@@ -174,6 +174,12 @@ func (a *Authority) activate(ctx context.Context, tx store.Tx, now time.Time, k 
 
 // transitionKey applies a retire, destroy or compromise step to k.
 func (a *Authority) transitionKey(ctx context.Context, tx store.Tx, now time.Time, k *keyward.SigningKey, action keyward.KeyAction, reason string) error {
+	return a.transitionKeyApproved(ctx, tx, now, k, action, reason, nil)
+}
+
+// transitionKeyApproved is transitionKey recording the approvals that
+// authorized the step (a destruction confirmed by a second principal).
+func (a *Authority) transitionKeyApproved(ctx context.Context, tx store.Tx, now time.Time, k *keyward.SigningKey, action keyward.KeyAction, reason string, approvalIDs []string) error {
 	to, err := keyward.KeyTransition(k.State, action)
 	if err != nil {
 		return err
@@ -194,9 +200,15 @@ func (a *Authority) transitionKey(ctx context.Context, tx store.Tx, now time.Tim
 	if err := tx.UpdateKey(k); err != nil {
 		return err
 	}
+	if action == keyward.KeyCompromise {
+		if err := a.registerKeyCompromise(tx, now, k); err != nil {
+			return err
+		}
+	}
 	return a.record(ctx, tx, now, change{
 		action: "key." + string(action), event: event, targetType: "key", targetID: k.KID,
 		before: string(before), after: string(to), reason: reason, details: map[string]any{"ring": k.Ring},
+		approvalIDs: approvalIDs,
 	})
 }
 
@@ -263,6 +275,12 @@ func (a *Authority) RotateKey(ctx context.Context, r RotateRequest) (*keyward.Si
 		alg := r.Algorithm
 		if alg == "" {
 			alg = pol.Algorithm
+			if r.Registry {
+				alg = registryAlgorithm
+			}
+		}
+		if r.Registry && alg != registryAlgorithm {
+			return keyward.Errorf(keyward.EInvalid, "the registry ring must be %s: it signs audit checkpoints as C2SP signed notes, which support only %s (algorithm %q refused)", registryAlgorithm, registryAlgorithm, alg)
 		}
 		if !contains(pol.AllowedAlgorithms, alg) {
 			return keyward.Errorf(keyward.EInvalid, "algorithm %q is not allowed by policy (allowed: %v)", alg, pol.AllowedAlgorithms)
@@ -325,6 +343,9 @@ func (a *Authority) RevokeKey(ctx context.Context, kid, reason string) (*keyward
 	}
 	k, err := a.updateKey(ctx, kid, func(tx store.Tx, now time.Time, k *keyward.SigningKey) error {
 		wasActive := k.State == keyward.KeyActive
+		if err := a.keyDuties(ctx, tx, k, PermKeyRevoke); err != nil {
+			return err
+		}
 		if err := a.transitionKey(ctx, tx, now, k, keyward.KeyCompromise, reason); err != nil {
 			return err
 		}
@@ -338,26 +359,24 @@ func (a *Authority) RevokeKey(ctx context.Context, kid, reason string) (*keyward
 				return err
 			}
 		}
-		_, err := a.addKey(ctx, tx, now, pol.Algorithm, k.Ring, k.Purpose, k.ProductID, true, "replaces compromised "+kid)
+		alg := pol.Algorithm
+		if k.Purpose == keyward.PurposeRegistry {
+			alg = registryAlgorithm
+		}
+		_, err := a.addKey(ctx, tx, now, alg, k.Ring, k.Purpose, k.ProductID, true, "replaces compromised "+kid)
 		return err
 	})
 	if err == nil {
 		a.forget(kid)
 	}
-	return k, err
+	return k, a.refused(ctx, PermKeyRevoke, "key", kid, err)
 }
 
-// DestroyKey erases a retired or pending key's private material.
+// DestroyKey erases a retired or pending key's private material, or,
+// where the policy needs approvals, files a request and leaves the key as
+// it is until a second principal grants it (DestroyKeyWithApproval).
 func (a *Authority) DestroyKey(ctx context.Context, kid, reason string) (*keyward.SigningKey, error) {
-	k, err := a.updateKey(ctx, kid, func(tx store.Tx, now time.Time, k *keyward.SigningKey) error {
-		if k.State == keyward.KeyActive {
-			return keyward.Errorf(keyward.EKeyIsActive, "key %s is active: rotate, then retire, before destroying", kid)
-		}
-		return a.transitionKey(ctx, tx, now, k, keyward.KeyDestroy, reason)
-	})
-	if err == nil {
-		a.forget(kid)
-	}
+	k, _, err := a.DestroyKeyWithApproval(ctx, kid, reason)
 	return k, err
 }
 

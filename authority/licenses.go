@@ -3,6 +3,7 @@ package authority
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"time"
@@ -69,7 +70,7 @@ func (a *Authority) Product(ctx context.Context, idOrName string) (*keyward.Prod
 	return out, err
 }
 
-// Products lists every product.
+// Products lists every product (a product-scoped principal's only).
 func (a *Authority) Products(ctx context.Context) ([]*keyward.Product, error) {
 	var out []*keyward.Product
 	err := a.store.View(ctx, func(tx store.Tx) error {
@@ -77,6 +78,7 @@ func (a *Authority) Products(ctx context.Context) ([]*keyward.Product, error) {
 		out, err = tx.Products()
 		return err
 	})
+	out = slices.DeleteFunc(out, func(p *keyward.Product) bool { return outOfScope(ctx, p.ID) })
 	return out, err
 }
 
@@ -138,6 +140,12 @@ func (a *Authority) IssueLicenses(ctx context.Context, r IssueRequest, count int
 		if err != nil {
 			return err
 		}
+		if outOfScope(ctx, p.ID) {
+			return scopeNotFound("product", r.Product)
+		}
+		if err := a.admitMFA(ctx, tx, now, p.ID, PermLicenseIssue); err != nil {
+			return err
+		}
 		pol, err := a.policy(ctx, p.ID)
 		if err != nil {
 			return err
@@ -184,7 +192,7 @@ func (a *Authority) IssueLicenses(ctx context.Context, r IssueRequest, count int
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, a.refused(ctx, PermLicenseIssue, "product", r.Product, err)
 	}
 	return out, nil
 }
@@ -237,13 +245,16 @@ func (a *Authority) Licenses(ctx context.Context, f store.LicenseFilter) ([]*key
 }
 
 // TransitionLicense applies suspend, reinstate, revoke, retire or expire.
-// Revocation needs a reason from keyward.RevocationReasons.
+// Revocation needs a reason from keyward.RevocationReasons and goes
+// through RevokeLicense: where the policy needs approvals it suspends the
+// license and files an approval request instead of revoking. Reinstating
+// a license cancels its pending revocation request. Every transition is
+// subject to the policy's separation of duties (EDutyConflict).
 func (a *Authority) TransitionLicense(ctx context.Context, id string, action keyward.LicenseAction, reason string) (*keyward.License, error) {
 	switch action {
 	case keyward.LicenseRevoke:
-		if !keyward.ValidRevocationReason(reason) {
-			return nil, keyward.Errorf(keyward.EInvalid, "revocation reason %q: want one of %v", reason, keyward.RevocationReasons())
-		}
+		l, _, err := a.RevokeLicense(ctx, id, reason)
+		return l, err
 	case keyward.LicenseSuspend, keyward.LicenseReinstate, keyward.LicenseRetire, keyward.LicenseExpire:
 	default:
 		return nil, keyward.Errorf(keyward.EInvalid, "unknown license action %q", action)
@@ -251,6 +262,7 @@ func (a *Authority) TransitionLicense(ctx context.Context, id string, action key
 	if len(reason) > 1024 {
 		return nil, keyward.Errorf(keyward.EInvalid, "reason: at most 1024 characters")
 	}
+	perm := "license." + string(action)
 	var out *keyward.License
 	err := a.store.Update(ctx, func(tx store.Tx) error {
 		now := a.clock.Now()
@@ -258,22 +270,51 @@ func (a *Authority) TransitionLicense(ctx context.Context, id string, action key
 		if err != nil {
 			return err
 		}
-		to, err := keyward.LicenseTransition(l.State, action)
+		if _, err := keyward.LicenseTransition(l.State, action); err != nil {
+			return err
+		}
+		pol, err := a.policy(ctx, l.ProductID)
 		if err != nil {
 			return err
 		}
-		before := l.State
-		l.State, l.Reason, l.UpdatedAt = to, reason, now
-		if err := tx.UpdateLicense(l); err != nil {
+		if err := checkDuties(ctx, tx, pol, perm, l.ID); err != nil {
 			return err
 		}
+		if err := a.applyLicense(ctx, tx, now, l, action, reason, nil, nil); err != nil {
+			return err
+		}
+		if action == keyward.LicenseReinstate {
+			if err := a.cancelApprovals(ctx, tx, now, PermLicenseRevoke, l.ID, "the license was reinstated"); err != nil {
+				return err
+			}
+		}
 		out = l
-		return a.record(ctx, tx, now, change{
-			action: "license." + string(action), event: licenseEvents[action], targetType: "license", targetID: l.ID,
-			before: string(before), after: string(to), reason: reason, details: map[string]any{"product_id": l.ProductID},
-		})
+		return nil
 	})
-	return out, err
+	return out, a.refused(ctx, perm, "license", id, err)
+}
+
+// applyLicense moves l by action and writes the change, its registry row,
+// audit entry (with the approvals that authorized it) and event.
+func (a *Authority) applyLicense(ctx context.Context, tx store.Tx, now time.Time, l *keyward.License, action keyward.LicenseAction, reason string, approvalIDs []string, details map[string]any) error {
+	to, err := keyward.LicenseTransition(l.State, action)
+	if err != nil {
+		return err
+	}
+	before := l.State
+	l.State, l.Reason, l.UpdatedAt = to, reason, now
+	if err := tx.UpdateLicense(l); err != nil {
+		return err
+	}
+	if err := a.registerLicenseChange(tx, now, l, action); err != nil {
+		return err
+	}
+	d := map[string]any{"product_id": l.ProductID}
+	maps.Copy(d, details)
+	return a.record(ctx, tx, now, change{
+		action: "license." + string(action), event: licenseEvents[action], targetType: "license", targetID: l.ID,
+		before: string(before), after: string(to), reason: reason, details: d, approvalIDs: approvalIDs,
+	})
 }
 
 var licenseEvents = map[keyward.LicenseAction]string{

@@ -28,17 +28,26 @@ const (
 	PermMachineRead    = "machine.read"
 	PermMachineDeact   = "machine.deactivate"
 	PermTokenAdmin     = "token.admin"
+	PermPolicyRead     = "policy.read"   // show, history, diff of lifecycle policies
+	PermPolicyApply    = "policy.apply"  // apply and roll back: admin only (docs/policy.md)
+	PermWebhookAdmin   = "webhook.admin" // admin only (spec 6), and never a product-scoped admin: endpoints see every product's events
+	PermAuditRead      = "audit.read"
+	PermTokenRead      = "token.read"     // list API tokens (metadata only, never secrets or hashes)
+	PermApprovalRead   = "approval.read"  // list and show approval requests
+	PermApprovalGrant  = "approval.grant" // confirm another principal's request (four eyes)
+	PermApprovalDeny   = "approval.deny"  // refuse a request; the target stays in its interim state
+	PermMFAEnroll      = "mfa.enroll"     // enroll one's own TOTP authenticator
 )
 
 // rolePermissions is the one table of what each role may do (spec 6).
 // admin may do everything.
 var rolePermissions = map[string][]string{
-	keyward.RoleIssuer:   {PermProductRead, PermLicenseRead, PermLicenseIssue, PermLicenseReissue, PermLicenseCheck, PermLicenseValid, PermMachineRead, PermKeyRead},
-	keyward.RoleRotator:  {PermProductRead, PermKeyRead, PermKeyRotate, PermKeyActivate, PermKeyRetire, PermKeyDestroy},
-	keyward.RoleRevoker:  {PermProductRead, PermLicenseRead, PermLicenseSuspend, PermLicenseReinst, PermLicenseRevoke, PermLicenseRetire, PermKeyRead, PermKeyRevoke, PermMachineRead, PermMachineDeact},
-	keyward.RoleApprover: {PermProductRead, PermLicenseRead, PermKeyRead},
-	keyward.RoleAuditor:  {PermProductRead, PermLicenseRead, PermKeyRead, PermMachineRead},
-	keyward.RoleSupport:  {PermProductRead, PermLicenseRead, PermLicenseSuspend, PermMachineRead, PermMachineDeact, PermKeyRead},
+	keyward.RoleIssuer:   {PermProductRead, PermLicenseRead, PermLicenseIssue, PermLicenseReissue, PermLicenseCheck, PermLicenseValid, PermMachineRead, PermKeyRead, PermPolicyRead, PermMFAEnroll},
+	keyward.RoleRotator:  {PermProductRead, PermKeyRead, PermKeyRotate, PermKeyActivate, PermKeyRetire, PermKeyDestroy, PermPolicyRead, PermApprovalRead, PermMFAEnroll},
+	keyward.RoleRevoker:  {PermProductRead, PermLicenseRead, PermLicenseSuspend, PermLicenseReinst, PermLicenseRevoke, PermLicenseRetire, PermKeyRead, PermKeyRevoke, PermMachineRead, PermMachineDeact, PermPolicyRead, PermApprovalRead, PermMFAEnroll},
+	keyward.RoleApprover: {PermProductRead, PermLicenseRead, PermKeyRead, PermPolicyRead, PermApprovalRead, PermApprovalGrant, PermApprovalDeny, PermMFAEnroll},
+	keyward.RoleAuditor:  {PermProductRead, PermLicenseRead, PermKeyRead, PermMachineRead, PermAuditRead, PermPolicyRead, PermApprovalRead, PermTokenRead, PermMFAEnroll},
+	keyward.RoleSupport:  {PermProductRead, PermLicenseRead, PermLicenseSuspend, PermMachineRead, PermMachineDeact, PermKeyRead, PermPolicyRead, PermMFAEnroll},
 	keyward.RoleService:  {PermLicenseValid, PermLicenseCheck},
 }
 
@@ -53,7 +62,7 @@ func Allowed(p keyward.Principal, perm, productID string) bool {
 		if r == keyward.RoleAdmin && p.ProductID == "" {
 			return true
 		}
-		if r == keyward.RoleAdmin && perm != PermTokenAdmin && perm != PermProductCreate {
+		if r == keyward.RoleAdmin && perm != PermTokenAdmin && perm != PermProductCreate && perm != PermWebhookAdmin {
 			return true
 		}
 		if slices.Contains(rolePermissions[r], perm) {

@@ -24,9 +24,14 @@ type env struct {
 	server string
 	token  string
 	output string
+	otp    string // TOTP code sent with every request (--otp, KEYWARD_OTP)
 }
 
-func (e *env) client() *client { return newClient(e.server, e.token) }
+func (e *env) client() *client {
+	c := newClient(e.server, e.token)
+	c.otp = e.otp
+	return c
+}
 
 // print writes v as JSON with -o json, or through table otherwise.
 func (e *env) print(v any, table func(w io.Writer)) error {
@@ -99,8 +104,11 @@ func newRoot(e *env) *cobra.Command {
 	pf.StringVar(&e.server, "server", envOr("KEYWARD_ADDR", "http://127.0.0.1:8080"), "server address (KEYWARD_ADDR)")
 	pf.StringVar(&e.token, "token", os.Getenv("KEYWARD_TOKEN"), "API token (KEYWARD_TOKEN)")
 	pf.StringVarP(&e.output, "output", "o", "table", "output format: table or json")
+	pf.StringVar(&e.otp, "otp", os.Getenv("KEYWARD_OTP"), "TOTP code for actions the policy lists under mfa (KEYWARD_OTP)")
 	root.AddCommand(
 		serverCmd(e), productCmd(e), keyCmd(e), licenseCmd(e), verifyCmd(e), kekCmd(e), tokenCmd(e),
+		webhookCmd(e), auditCmd(e), policyCmd(e), revocationsCmd(e), drillCmd(e),
+		approvalCmd(e), mfaCmd(e),
 	)
 	return root
 }

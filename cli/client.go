@@ -9,20 +9,24 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/keyward/keyward"
 )
 
 // client calls the Keyward API.
 type client struct {
 	base  string
 	token string
+	otp   string // TOTP code, sent as X-Keyward-OTP when set
 	http  *http.Client
 }
 
 // apiError is a problem+json answer.
 type apiError struct {
-	Status int    `json:"status"`
-	Code   string `json:"code"`
-	Detail string `json:"detail"`
+	Status int                  `json:"status"`
+	Code   string               `json:"code"`
+	Detail string               `json:"detail"`
+	Errors []keyward.FieldError `json:"errors,omitempty"` // per-field problems, e.g. policy lint
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Detail) }
@@ -50,6 +54,9 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if c.otp != "" {
+		req.Header.Set("X-Keyward-OTP", c.otp)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

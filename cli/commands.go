@@ -122,11 +122,14 @@ func keyCmd(e *env) *cobra.Command {
 		cmd := &cobra.Command{
 			Use: a.name + " KID", Short: a.short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				var k api.Key
+				var k api.PendingKey
 				if err := e.client().do(e.ctx, "POST", "/v1/keys/"+url.PathEscape(args[0])+"/"+a.name, map[string]string{"reason": reason}, &k); err != nil {
 					return err
 				}
-				return e.print(k, func(w io.Writer) { keyTable(w, []api.Key{k}) })
+				if k.Approval != nil { // destroy where the policy needs a second principal
+					return e.print(k, func(w io.Writer) { keyTable(w, []api.Key{k.Key}); pendingNote(w, k.Approval) })
+				}
+				return e.print(k.Key, func(w io.Writer) { keyTable(w, []api.Key{k.Key}) })
 			},
 		}
 		cmd.Flags().StringVar(&reason, "reason", "", "why (revoke: key_compromise, superseded, …)")
@@ -359,11 +362,14 @@ func licenseCmd(e *env) *cobra.Command {
 		cmd := &cobra.Command{
 			Use: a.name + " ID", Short: a.short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				var l api.License
+				var l api.PendingLicense
 				if err := e.client().do(e.ctx, "POST", "/v1/licenses/"+url.PathEscape(args[0])+"/"+a.name, map[string]string{"reason": reason}, &l); err != nil {
 					return err
 				}
-				return e.print(l, func(w io.Writer) { licenseTable(w, []api.License{l}) })
+				if l.Approval != nil { // revoke where the policy needs a second principal
+					return e.print(l, func(w io.Writer) { licenseTable(w, []api.License{l.License}); pendingNote(w, l.Approval) })
+				}
+				return e.print(l.License, func(w io.Writer) { licenseTable(w, []api.License{l.License}) })
 			},
 		}
 		cmd.Flags().StringVar(&reason, "reason", "", "why (revoke: key_compromise, abuse, non_payment, superseded, cessation_of_use, policy_violation, unspecified)")
@@ -403,29 +409,3 @@ func parseTime(s string) (time.Time, error) {
 type errSilent struct{ code int }
 
 func (e errSilent) Error() string { return fmt.Sprintf("exit status %d", e.code) }
-
-func tokenCmd(e *env) *cobra.Command {
-	c := &cobra.Command{Use: "token", Short: "Manage API tokens"}
-	var name, product, ttl string
-	var roles []string
-	create := &cobra.Command{
-		Use: "create --name N --role R", Short: "Create an API token (printed once)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var t api.Token
-			req := map[string]any{"name": name, "roles": roles, "product": product, "ttl": ttl}
-			if err := e.client().do(e.ctx, "POST", "/v1/tokens", req, &t); err != nil {
-				return err
-			}
-			return e.print(t, func(w io.Writer) {
-				fmt.Fprintf(w, "id:\t%s\nroles:\t%s\ntoken (shown once):\t%s\n", t.ID, strings.Join(t.Roles, ","), t.Token)
-			})
-		},
-	}
-	create.Flags().StringVar(&name, "name", "", "token name (required)")
-	create.Flags().StringArrayVar(&roles, "role", nil, "role (repeatable)")
-	create.Flags().StringVar(&product, "product", "", "limit to one product")
-	create.Flags().StringVar(&ttl, "ttl", "8h", "lifetime (e.g. 8h, 30d; 0 = never expires)")
-	_ = create.MarkFlagRequired("name")
-	c.AddCommand(create)
-	return c
-}

@@ -37,9 +37,10 @@ func readSmallFile(path string) ([]byte, error) {
 }
 
 func verifyCmd(e *env) *cobra.Command {
-	var certFile, leaseFile, jwksFile, issuer, audience string
+	var certFile, leaseFile, jwksFile, issuer, audience, revocationsFile string
+	var revocationsGrace time.Duration
 	c := &cobra.Command{
-		Use:   "verify (--cert FILE | --lease FILE) --jwks FILE",
+		Use:   "verify (--cert FILE | --lease FILE) --jwks FILE [--revocations FILE]",
 		Short: "Verify a license certificate or lease offline, with no server",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -54,7 +55,14 @@ func verifyCmd(e *env) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("jwks %s: %w", jwksFile, err)
 			}
-			v, err := sdk.NewVerifier(set, sdk.Options{Issuer: issuer, Audience: audience})
+			opts := sdk.Options{Issuer: issuer, Audience: audience}
+			var checked map[string]any // what the revocation check used, if any
+			if revocationsFile != "" {
+				if opts.Revocations, checked, err = loadRevocations(set, revocationsFile, issuer, audience, revocationsGrace); err != nil {
+					return err
+				}
+			}
+			v, err := sdk.NewVerifier(set, opts)
 			if err != nil {
 				return err
 			}
@@ -72,17 +80,19 @@ func verifyCmd(e *env) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("certificate %s: %w", certFile, err)
 				}
-				return e.print(map[string]any{"valid": true, "type": keyward.TypCertificate, "claims": c}, func(w io.Writer) {
+				return e.print(map[string]any{"valid": true, "type": keyward.TypCertificate, "claims": c, "revocations": checked}, func(w io.Writer) {
 					fmt.Fprintf(w, "valid:\ttrue\nlicense:\t%s\nproduct:\t%s\nholder:\t%s\nentitlements:\t%s\nexpires:\t%s\n",
 						c.Subject, c.Audience, c.License.Holder, strings.Join(c.License.Entitlements, ","), time.Unix(c.Expiry, 0).UTC().Format(time.RFC3339))
+					revocationsLine(w, checked)
 				})
 			}
 			l, err := v.VerifyLease(token)
 			if err != nil {
 				return fmt.Errorf("lease %s: %w", leaseFile, err)
 			}
-			return e.print(map[string]any{"valid": true, "type": keyward.TypLease, "claims": l}, func(w io.Writer) {
+			return e.print(map[string]any{"valid": true, "type": keyward.TypLease, "claims": l, "revocations": checked}, func(w io.Writer) {
 				fmt.Fprintf(w, "valid:\ttrue\nlicense:\t%s\nmachine:\t%s\nexpires:\t%s\n", l.Subject, l.Machine, time.Unix(l.Expiry, 0).UTC().Format(time.RFC3339))
+				revocationsLine(w, checked)
 			})
 		},
 	}
@@ -91,6 +101,8 @@ func verifyCmd(e *env) *cobra.Command {
 	c.Flags().StringVar(&jwksFile, "jwks", "", "trust bundle: the server's /.well-known/jwks.json (required)")
 	c.Flags().StringVar(&issuer, "issuer", "", "required issuer (iss)")
 	c.Flags().StringVar(&audience, "product", "", "required product (aud)")
+	c.Flags().StringVar(&revocationsFile, "revocations", "", "also check a saved revocation snapshot (`keyward revocations get --out FILE`)")
+	c.Flags().DurationVar(&revocationsGrace, "revocations-grace", sdk.DefaultOfflineGrace, "how long after its next_update a saved snapshot is still used")
 	_ = c.MarkFlagRequired("jwks")
 	return c
 }

@@ -15,10 +15,13 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/api"
+	"github.com/keyward/keyward/audit"
 	"github.com/keyward/keyward/authority"
 	"github.com/keyward/keyward/keys"
+	"github.com/keyward/keyward/revocation"
 	"github.com/keyward/keyward/store"
 	"github.com/keyward/keyward/store/sqlite"
+	"github.com/keyward/keyward/webhook"
 	"github.com/spf13/cobra"
 )
 
@@ -34,6 +37,15 @@ type ServerConfig struct {
 	Logger   *slog.Logger
 	Stdout   io.Writer // where the first-start admin token is announced
 	Clock    keyward.Clock
+	// Revocations tunes the revocation registry (snapshot TTL, stream
+	// heartbeat, poll interval); its Clock and Logger are the server's.
+	Revocations revocation.Config
+	// WebhookAllowPrivate lets webhook endpoints name loopback and private
+	// addresses (always on with Dev); production leaves it off (SSRF).
+	WebhookAllowPrivate bool
+	// CheckpointInterval is how often new audit entries get a signed
+	// checkpoint (0 = authority.DefaultCheckpointInterval).
+	CheckpointInterval time.Duration
 }
 
 // RunningServer is a started server.
@@ -41,9 +53,21 @@ type RunningServer struct {
 	Addr      string // host:port actually listened on
 	Authority *authority.Authority
 	Metrics   *api.Metrics
-	store     store.Store
-	http      *http.Server
-	done      chan error
+	// Revocations serves the revocation registry and its push stream.
+	Revocations *revocation.Registry
+	// Checkpoints signs audit checkpoints; the server runs it in the
+	// background until Shutdown.
+	Checkpoints *authority.Checkpointer
+	store       store.Store
+	http        *http.Server
+	done        chan error
+	stopAudit   context.CancelFunc
+	auditDone   chan struct{}
+	// Webhooks delivers outbox events to webhook endpoints in the
+	// background until Shutdown.
+	Webhooks     *webhook.Dispatcher
+	stopWebhooks context.CancelFunc
+	webhooksDone chan struct{}
 }
 
 // Shutdown stops accepting requests, waits for in-flight ones (up to ctx)
@@ -53,6 +77,11 @@ func (s *RunningServer) Shutdown(ctx context.Context) error {
 	if e := <-s.done; e != nil && !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
 	}
+	s.Revocations.Close()
+	s.stopAudit()
+	<-s.auditDone
+	s.stopWebhooks()
+	<-s.webhooksDone
 	if e := s.store.Close(); e != nil && err == nil {
 		err = e
 	}
@@ -135,20 +164,39 @@ func sqlitePath(db, dataDir string) (string, error) {
 }
 
 func startWithStore(ctx context.Context, cfg ServerConfig, st store.Store, ring *keys.KEKRing) (*RunningServer, error) {
-	auth, err := authority.New(ctx, authority.Config{Store: st, KEKs: ring, Logger: cfg.Logger, Issuer: cfg.Issuer, Clock: cfg.Clock})
+	// The authority's commits that append an outbox event wake the webhook
+	// dispatcher; the dispatcher itself uses the plain store.
+	wake := make(chan struct{}, 1)
+	allowPrivate := cfg.WebhookAllowPrivate || cfg.Dev
+	// Commits that append a revocation row wake the revocation registry.
+	rcfg := cfg.Revocations
+	rcfg.Clock, rcfg.Logger = cfg.Clock, cfg.Logger
+	reg := revocation.New(rcfg)
+	auth, err := authority.New(ctx, authority.Config{Store: webhook.WakeOnEvents(store.NotifyRevocations(st, reg.Notify), wake), KEKs: ring, Logger: cfg.Logger, Issuer: cfg.Issuer, Clock: cfg.Clock, WebhookAllowPrivate: allowPrivate, Dev: cfg.Dev})
 	if err != nil {
 		return nil, err
+	}
+	if !audit.ValidOrigin(auth.AuditOrigin()) {
+		return nil, fmt.Errorf("issuer %q cannot name audit checkpoints (their origin and note key name): use one without spaces or '+'", auth.AuditOrigin())
 	}
 	sys := keyward.NewContextWithPrincipal(ctx, keyward.Principal{ID: "system", Name: "keyward server"})
 	if err := bootstrap(sys, cfg, auth); err != nil {
 		return nil, err
 	}
+	disp, err := webhook.New(webhook.Config{Store: st, Endpoints: auth, Clock: cfg.Clock, AllowPrivate: allowPrivate, Wake: wake, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	if err := reg.Start(ctx, auth); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		reg.Close()
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	metrics := api.NewMetrics()
-	h := api.New(api.Config{Authority: auth, Logger: cfg.Logger, Metrics: metrics, Ready: func(ctx context.Context) error {
+	h := api.New(api.Config{Authority: auth, Logger: cfg.Logger, Metrics: metrics, Revocations: reg, Ready: func(ctx context.Context) error {
 		if err := st.Ping(ctx); err != nil {
 			return err
 		}
@@ -156,7 +204,15 @@ func startWithStore(ctx context.Context, cfg ServerConfig, st store.Store, ring 
 		return err
 	}})
 	hs := api.NewHTTPServer(ln.Addr().String(), h, cfg.Logger)
-	rs := &RunningServer{Addr: ln.Addr().String(), Authority: auth, Metrics: metrics, store: st, http: hs, done: make(chan error, 1)}
+	hs.RegisterOnShutdown(reg.Close) // ends the revocation streams, which never go idle
+	rs := &RunningServer{Addr: ln.Addr().String(), Authority: auth, Metrics: metrics, Revocations: reg, store: st, http: hs, done: make(chan error, 1)}
+	rs.Checkpoints = authority.NewCheckpointer(auth, cfg.Logger)
+	actx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	rs.stopAudit, rs.auditDone = stop, make(chan struct{})
+	go func() { defer close(rs.auditDone); rs.Checkpoints.Run(actx, cfg.CheckpointInterval) }()
+	wctx, stopWebhooks := context.WithCancel(context.WithoutCancel(ctx))
+	rs.Webhooks, rs.stopWebhooks, rs.webhooksDone = disp, stopWebhooks, make(chan struct{})
+	go func() { defer close(rs.webhooksDone); _ = disp.Run(wctx) }()
 	go func() { rs.done <- hs.Serve(ln) }()
 	cfg.Logger.Info("keyward listening", "addr", rs.Addr, "dev", cfg.Dev)
 	return rs, nil
@@ -179,6 +235,19 @@ func bootstrap(ctx context.Context, cfg ServerConfig, auth *authority.Authority)
 			return fmt.Errorf("write admin token: %w", err)
 		}
 		fmt.Fprintf(cfg.Stdout, "admin token (also in %s):\n  %s\n", tokenFile, secret)
+		if cfg.Dev {
+			// A second principal, so the four-eyes flow can be tried at
+			// once (docs/governance.md): it grants what the admin requests.
+			approverFile := filepath.Join(cfg.DataDir, "approver.token")
+			_, secret, err := auth.CreateToken(ctx, authority.TokenRequest{Name: "dev approver", Roles: []string{keyward.RoleApprover}})
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(approverFile, []byte(secret+"\n"), 0o600); err != nil {
+				return fmt.Errorf("write approver token: %w", err)
+			}
+			fmt.Fprintf(cfg.Stdout, "approver token (a second principal, also in %s):\n  %s\n", approverFile, secret)
+		}
 	} else if cfg.Dev {
 		fmt.Fprintf(cfg.Stdout, "admin token: see %s\n", tokenFile)
 	}
@@ -241,7 +310,9 @@ func serverCmd(e *env) *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "listen address")
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "KEK file (default DATA-DIR/kek)")
 	f.StringVar(&cfg.Keystore, "keystore", "local", "keystore: local (pkcs11 is not implemented yet)")
-	f.StringVar(&cfg.Issuer, "issuer", "keyward", "issuer (iss) of certificates and leases")
+	f.StringVar(&cfg.Issuer, "issuer", "keyward", "issuer (iss) of certificates and leases; also the origin of audit checkpoints")
+	f.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", authority.DefaultCheckpointInterval, "how often new audit entries get a signed checkpoint")
+	f.BoolVar(&cfg.WebhookAllowPrivate, "webhook-allow-private", false, "let webhook endpoints name loopback and private addresses (implied by --dev; unsafe in production: SSRF)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json (structured logs on stderr)")
 	return c

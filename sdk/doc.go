@@ -31,16 +31,22 @@
 //  8. iss and aud equal [Options.Issuer] and [Options.Audience] when those
 //     are set, and aud equals the signing key's keyward_product when the
 //     JWKS labels the key with one (a product's key cannot speak for
-//     another product).
+//     another product);
+//  9. when [Options.Revocations] is set, the revocation registry lists
+//     neither the license (sub) as revoked or suspended nor the kid as
+//     compromised, and its state is fresh enough to say so (else
+//     [ErrStale]: fail closed).
 //
 // # What it does not guarantee
 //
-//   - Revocation is not visible offline. A certificate stays valid until its
-//     exp even if the license was suspended or revoked after it was checked
-//     out; certificates are therefore short-lived and MUST be refreshed by
-//     check-out. Relying parties that need to learn of a revocation sooner
-//     use lease tokens (short TTL, no new lease for a revoked license) and the
-//     revocation registry, and call MarkCompromised for the kids it lists.
+//   - Without [Options.Revocations], revocation is not visible offline: a
+//     certificate stays valid until its exp even if the license was
+//     suspended or revoked after it was checked out; certificates are
+//     therefore short-lived and MUST be refreshed by check-out. Relying
+//     parties that need to learn of a revocation sooner use lease tokens
+//     (short TTL, no new lease for a revoked license) and a
+//     [RevocationCache] kept current by a [RevocationWatcher]; it is only as
+//     current as the last document it verified.
 //   - The clock is the caller's. A client whose clock is turned back accepts
 //     expired tokens; inject a trusted clock through [Options.Now] where that
 //     matters.

@@ -48,10 +48,17 @@ type Options struct {
 	// Set it: without it a certificate for another product of the same
 	// vendor verifies as long as its key is in the bundle.
 	Audience string
+	// Revocations, if set, is consulted after every other check: a token
+	// of a license the registry lists as revoked or suspended, or signed
+	// by a key it lists as compromised, is refused (ErrRevoked,
+	// ErrSuspended, ErrKeyCompromised), and so is every token while the
+	// cache's state is too old to answer (ErrStale: fail closed).
+	Revocations *RevocationCache
 }
 
 // trustedKey is a key of the trust bundle with its labels.
 type trustedKey struct {
+	kid     string
 	pub     keys.PublicKey
 	state   string // "", pending, active or retired
 	purpose string // "", "license", "registry", …
@@ -68,10 +75,11 @@ func (k trustedKey) signsLicenseTokens() bool {
 // bundle. It is safe for concurrent use; MarkCompromised may run
 // concurrently with verifications.
 type Verifier struct {
-	now      func() time.Time
-	leeway   time.Duration
-	issuer   string
-	audience string
+	now         func() time.Time
+	leeway      time.Duration
+	issuer      string
+	audience    string
+	revocations *RevocationCache
 
 	trusted  map[string]trustedKey // by kid; never changed after NewVerifier
 	unusable map[string]string     // kid → why the JWKS entry was skipped
@@ -101,6 +109,7 @@ func NewVerifier(jwks keys.JWKS, opts Options) (*Verifier, error) {
 		leeway:      opts.Leeway,
 		issuer:      opts.Issuer,
 		audience:    opts.Audience,
+		revocations: opts.Revocations,
 		trusted:     map[string]trustedKey{},
 		unusable:    map[string]string{},
 		compromised: map[string]string{},
@@ -136,7 +145,7 @@ func NewVerifier(jwks keys.JWKS, opts Options) (*Verifier, error) {
 			v.unusable[j.Kid] = err.Error()
 			continue
 		}
-		k := trustedKey{pub: pub, state: j.State, purpose: j.Purpose, product: j.Product}
+		k := trustedKey{kid: j.Kid, pub: pub, state: j.State, purpose: j.Purpose, product: j.Product}
 		if old, dup := v.trusted[j.Kid]; dup && (old.purpose != k.purpose || old.product != k.product) {
 			v.unusable[j.Kid] = "listed twice with different keyward_purpose or keyward_product"
 			continue
@@ -420,7 +429,7 @@ func (v *Verifier) commonClaims(payload []byte) (*fields, registered, error) {
 	return f, c, nil
 }
 
-// checkClaims runs checks 7 and 8 of the package documentation.
+// checkClaims runs checks 7 to 9 of the package documentation.
 func (v *Verifier) checkClaims(what string, key trustedKey, c registered) error {
 	now := v.now()
 	if nbf := time.Unix(c.nbf, 0); nbf.After(now.Add(v.leeway)) {
@@ -438,7 +447,15 @@ func (v *Verifier) checkClaims(what string, key trustedKey, c registered) error 
 	if key.product != "" && c.aud != key.product {
 		return rejectf(ReasonWrongAudience, "%s for product %q signed by a key of product %q", what, c.aud, key.product)
 	}
-	return nil
+	return v.checkRevocation(key, c) // check 9
+}
+
+// checkRevocation runs check 9: the revocation cache, when configured.
+func (v *Verifier) checkRevocation(key trustedKey, c registered) error {
+	if v.revocations == nil {
+		return nil
+	}
+	return v.revocations.Check(c.sub, key.kid)
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

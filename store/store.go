@@ -69,6 +69,8 @@ type Tx interface {
 	PolicyTx
 	AuditTx
 	RevocationTx
+	WebhookTx
+	GovernanceTx
 
 	CreateProduct(p *keyward.Product) error
 	Product(idOrName string) (*keyward.Product, error)
@@ -102,6 +104,8 @@ type Tx interface {
 	DeleteMachine(licenseID, id string) error
 
 	// AppendAudit assigns e.Seq (1, 2, 3, … without gaps) and stores e.
+	// Writers MUST call audit.Append instead, which also stores the
+	// entry's Merkle tree hashes (see AuditTx).
 	AppendAudit(e *keyward.AuditEntry) error
 	AuditEntries(f AuditFilter) ([]*keyward.AuditEntry, error)
 	// AppendEvent assigns e.Seq and stores e in the outbox.

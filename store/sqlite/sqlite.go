@@ -47,6 +47,8 @@ var migrationFS embed.FS
 type DB struct {
 	write *sql.DB // one connection, BEGIN IMMEDIATE
 	read  *sql.DB // query_only connections for View
+	// Statements of the audit hot path, prepared once per pool.
+	writeAudit, readAudit *auditStmts
 }
 
 var _ store.Store = (*DB)(nil)
@@ -87,7 +89,15 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		read.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	return &DB{write: write, read: read}, nil
+	db := &DB{write: write, read: read}
+	if db.writeAudit, err = prepareAudit(ctx, write); err == nil {
+		db.readAudit, err = prepareAudit(ctx, read)
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	return db, nil
 }
 
 // dsn returns the driver's URI for the file at abs with the pragmas every
@@ -109,7 +119,7 @@ func dsn(abs, extra string) string {
 
 // Close closes both connection pools.
 func (db *DB) Close() error {
-	return errors.Join(db.write.Close(), db.read.Close())
+	return errors.Join(db.writeAudit.close(), db.readAudit.close(), db.write.Close(), db.read.Close())
 }
 
 // Ping checks that the database file can be read.
@@ -126,23 +136,23 @@ func (db *DB) Ping(ctx context.Context) error {
 // the process by the one writer connection, across processes by SQLite's
 // write lock), so fn MUST NOT call Update itself: it would wait forever.
 func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
-	return run(ctx, db.write, nil, fn)
+	return run(ctx, db.write, db.writeAudit, nil, fn)
 }
 
 // View runs fn in a read-only transaction: every read in fn sees the same
 // snapshot of the database. Writes through the tx fail.
 func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
-	return run(ctx, db.read, &sql.TxOptions{ReadOnly: true}, fn)
+	return run(ctx, db.read, db.readAudit, &sql.TxOptions{ReadOnly: true}, fn)
 }
 
-func run(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(store.Tx) error) error {
+func run(ctx context.Context, db *sql.DB, audit *auditStmts, opts *sql.TxOptions, fn func(store.Tx) error) error {
 	sqlTx, err := db.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("sqlite: begin: %w", err)
 	}
 	// Rolls back on error and on panic; a no-op after Commit.
 	defer sqlTx.Rollback()
-	if err := fn(&tx{ctx: ctx, tx: sqlTx}); err != nil {
+	if err := fn(&tx{ctx: ctx, tx: sqlTx, audit: audit}); err != nil {
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {

@@ -19,8 +19,9 @@ import (
 // tx implements store.Tx on one *sql.Tx. Every statement runs with the
 // context given to Update or View.
 type tx struct {
-	ctx context.Context
-	tx  *sql.Tx
+	ctx   context.Context
+	tx    *sql.Tx
+	audit *auditStmts // prepared statements of the pool tx runs on
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -383,19 +384,28 @@ func (t *tx) DeleteMachine(licenseID, id string) error {
 
 // Audit log and outbox.
 
-const auditCols = `seq, time, actor, actor_name, action, target_type, target_id, "before", "after", reason, request_id, details`
+const auditCols = `seq, time, actor, actor_name, action, target_type, target_id, "before", "after", reason, request_id, details,
+	roles, approval_ids, policy_version, rule`
 
 func scanAudit(s scanner) (*keyward.AuditEntry, error) {
 	var e keyward.AuditEntry
 	var at int64
 	var details sql.Null[string]
+	var roles, approvals string
 	if err := s.Scan(&e.Seq, &at, &e.Actor, &e.ActorName, &e.Action, &e.TargetType, &e.TargetID,
-		&e.Before, &e.After, &e.Reason, &e.RequestID, &details); err != nil {
+		&e.Before, &e.After, &e.Reason, &e.RequestID, &details,
+		&roles, &approvals, &e.PolicyVersion, &e.Rule); err != nil {
 		return nil, err
 	}
 	e.Time = fromNanos(at)
 	if details.Valid {
 		e.Details = json.RawMessage(details.V)
+	}
+	if err := json.Unmarshal([]byte(roles), &e.Roles); err != nil {
+		return nil, fmt.Errorf("audit %d: roles: %w", e.Seq, err)
+	}
+	if err := json.Unmarshal([]byte(approvals), &e.ApprovalIDs); err != nil {
+		return nil, fmt.Errorf("audit %d: approval ids: %w", e.Seq, err)
 	}
 	return &e, nil
 }
@@ -403,11 +413,20 @@ func scanAudit(s scanner) (*keyward.AuditEntry, error) {
 // AppendAudit numbers e max(seq)+1: the write lock held by the transaction
 // makes that gap-free, and a rolled-back entry frees its number.
 func (t *tx) AppendAudit(e *keyward.AuditEntry) error {
-	err := t.tx.QueryRowContext(t.ctx, `INSERT INTO audit (`+auditCols+`)
-		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	roles, err := jsonStrings(e.Roles)
+	if err != nil {
+		return wrap(err, "append audit %s", e.Action)
+	}
+	approvals, err := jsonStrings(e.ApprovalIDs)
+	if err != nil {
+		return wrap(err, "append audit %s", e.Action)
+	}
+	err = t.tx.QueryRowContext(t.ctx, `INSERT INTO audit (`+auditCols+`)
+		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		RETURNING seq`,
 		toNanos(e.Time), e.Actor, e.ActorName, e.Action, e.TargetType, e.TargetID,
-		e.Before, e.After, e.Reason, e.RequestID, nullJSON(e.Details)).Scan(&e.Seq)
+		e.Before, e.After, e.Reason, e.RequestID, nullJSON(e.Details),
+		roles, approvals, e.PolicyVersion, e.Rule).Scan(&e.Seq)
 	if constraint(err) == sqlite3.SQLITE_CONSTRAINT_CHECK {
 		return keyward.Errorf(keyward.EInvalid, "audit entry %s: details are not valid JSON", e.Action)
 	}

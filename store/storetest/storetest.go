@@ -87,6 +87,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	runPolicy(t, open)
 	runAudit(t, open)
 	runRevocation(t, open)
+	runWebhook(t, open)
+	runGovernance(t, open)
 }
 
 // t0 is the suite's epoch: microsecond precision, UTC.
@@ -712,6 +714,7 @@ func testAuditRoundTrip(t *testing.T, s store.Store) {
 		Time: at(time.Second), Actor: "tok_1", ActorName: "Ops team", Action: "license.revoke",
 		TargetType: "license", TargetID: "lic_1", Before: "active", After: "revoked", Reason: "abuse",
 		RequestID: "req_1", Details: json.RawMessage(`{"approvals": ["tok_2", "tok_3"], "n": 2, "nested": {"b": true, "a": null}}`),
+		Roles: []string{"revoker", "support"}, ApprovalIDs: []string{"apr_1", "apr_2"}, PolicyVersion: 3, Rule: "fingerprint-spray",
 	}
 	bare := &keyward.AuditEntry{Time: at(2 * time.Second), Actor: "system:scheduler", Action: "key.activate", TargetType: "key", TargetID: "kid_1"}
 	update(t, s, func(tx store.Tx) error { return errors.Join(tx.AppendAudit(full), tx.AppendAudit(bare)) })

@@ -1,0 +1,41 @@
+package authority
+
+// EventTypes returns every outbox event type the authority emits, sorted:
+// the types webhook endpoints may subscribe to (besides "*" and
+// "prefix.*"). A change that emits a new type MUST add it here;
+// TestEventTypesComplete reads this package's source and fails otherwise.
+func EventTypes() []string {
+	return []string{
+		"approval.cancelled",
+		"approval.denied",
+		"approval.expired",
+		"approval.granted",
+		"approval.requested",
+		"key.activated",
+		"key.compromised",
+		"key.created",
+		"key.destroyed",
+		"key.retired",
+		"license.expired",
+		"license.issued",
+		"license.reinstated",
+		"license.reissued",
+		"license.retired",
+		"license.revoked",
+		"license.suspended",
+		"machine.activated",
+		"machine.deactivated",
+		"mfa.enrolled",
+		"mfa.reset",
+		"policy.applied",
+		"product.created",
+		"token.created",
+		"token.revoked",
+		"webhook.created",
+		"webhook.delivery_replayed",
+		"webhook.disabled",
+		"webhook.enabled",
+		"webhook.removed",
+		"webhook.secret_rotated",
+	}
+}
