@@ -123,3 +123,15 @@ type Tx interface {
 	Secret(name string) ([]byte, error)
 	PutSecret(name string, sealed []byte) error
 }
+
+// Locker is implemented by stores that several server processes share
+// (PostgreSQL): it elects one process to run a singleton job such as the
+// scheduler. Stores used by a single process (SQLite) need not implement
+// it; callers then behave as the only holder.
+type Locker interface {
+	// TryLock takes the named lock without waiting. ok is false when another
+	// process holds it. lost is closed if the lock is lost (for example the
+	// connection holding it dropped), after which another process may take
+	// it; unlock releases it. Locks MUST be released when the process dies.
+	TryLock(ctx context.Context, name string) (lost <-chan struct{}, unlock func(), ok bool, err error)
+}
