@@ -283,37 +283,9 @@ func (v *Verifier) VerifyCertificate(token string) (*keyward.CertificateClaims, 
 		}
 		return out, nil
 	}
-	f, c, err := v.commonClaims(payload)
+	out, c, err := slowCertificate(payload)
 	if err != nil {
 		return nil, err
-	}
-	var lic map[string]json.RawMessage
-	if f.decode("lic", &lic, true, false) && lic == nil {
-		f.failf("claim %q is not an object", "lic")
-	}
-	out := &keyward.CertificateClaims{
-		Issuer: c.iss, Subject: c.sub, Audience: c.aud,
-		IssuedAt: c.iat, NotBefore: c.nbf, Expiry: c.exp, ID: c.jti,
-	}
-	if f.err == nil {
-		lf := fields{what: "claim lic member", m: lic}
-		out.License = keyward.LicenseInfo{
-			Policy:      lf.count("policy", true),
-			MaxMachines: lf.count("max_machines", true),
-			Holder:      lf.str("holder", true, false),
-		}
-		var exp int64
-		if lf.decode("expires_at", &exp, true, true) {
-			if exp < 0 || exp > maxUnix {
-				lf.failf("claim lic member %q out of range", "expires_at")
-			}
-			out.License.ExpiresAt = &exp
-		}
-		lf.decode("entitlements", &out.License.Entitlements, true, true)
-		f.err = lf.err
-	}
-	if f.err != nil {
-		return nil, rejectf(ReasonMalformed, "certificate claims: %v", f.err)
 	}
 	if err := v.checkClaims("certificate", key, c); err != nil {
 		return nil, err
@@ -329,14 +301,13 @@ func (v *Verifier) VerifyLease(token string) (*keyward.LeaseClaims, error) {
 	if err != nil {
 		return nil, err
 	}
-	if w, c, ok := fastClaims(payload); ok && w.Mid != nil && *w.Mid != "" && w.Fpr != nil && *w.Fpr != "" {
+	if out, c, ok := fastLease(payload); ok {
 		if err := v.checkClaims("lease", key, c); err != nil {
 			return nil, err
 		}
-		return &keyward.LeaseClaims{Issuer: c.iss, Subject: c.sub, Audience: c.aud, IssuedAt: c.iat, NotBefore: c.nbf,
-			Expiry: c.exp, ID: c.jti, Machine: *w.Mid, Fingerprint: *w.Fpr}, nil
+		return out, nil
 	}
-	f, c, err := v.commonClaims(payload)
+	f, c, err := commonClaims(payload)
 	if err != nil {
 		return nil, err
 	}
@@ -408,7 +379,7 @@ type registered struct {
 // commonClaims checks that payload is one JSON object without duplicate
 // members and reads the registered claims. The returned fields reader has
 // the first error; the error result is set only if payload is not an object.
-func (v *Verifier) commonClaims(payload []byte) (*fields, registered, error) {
+func commonClaims(payload []byte) (*fields, registered, error) {
 	if err := checkJSON(payload); err != nil {
 		return nil, registered{}, rejectf(ReasonMalformed, "claims: %v", err)
 	}
@@ -459,3 +430,41 @@ func (v *Verifier) checkRevocation(key trustedKey, c registered) error {
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// slowCertificate decodes certificate claims strictly, with a precise
+// message for every refusal.
+func slowCertificate(payload []byte) (*keyward.CertificateClaims, registered, error) {
+	f, c, err := commonClaims(payload)
+	if err != nil {
+		return nil, registered{}, err
+	}
+	var lic map[string]json.RawMessage
+	if f.decode("lic", &lic, true, false) && lic == nil {
+		f.failf("claim %q is not an object", "lic")
+	}
+	out := &keyward.CertificateClaims{
+		Issuer: c.iss, Subject: c.sub, Audience: c.aud,
+		IssuedAt: c.iat, NotBefore: c.nbf, Expiry: c.exp, ID: c.jti,
+	}
+	if f.err == nil {
+		lf := fields{what: "claim lic member", m: lic}
+		out.License = keyward.LicenseInfo{
+			Policy:      lf.count("policy", true),
+			MaxMachines: lf.count("max_machines", true),
+			Holder:      lf.str("holder", true, false),
+		}
+		var exp int64
+		if lf.decode("expires_at", &exp, true, true) {
+			if exp < 0 || exp > maxUnix {
+				lf.failf("claim lic member %q out of range", "expires_at")
+			}
+			out.License.ExpiresAt = &exp
+		}
+		lf.decode("entitlements", &out.License.Entitlements, true, true)
+		f.err = lf.err
+	}
+	if f.err != nil {
+		return nil, registered{}, rejectf(ReasonMalformed, "certificate claims: %v", f.err)
+	}
+	return out, c, nil
+}
