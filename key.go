@@ -35,6 +35,9 @@ const (
 	KeyRetire     KeyAction = "retire"
 	KeyDestroy    KeyAction = "destroy"
 	KeyCompromise KeyAction = "revoke"
+	// KeyRollback re-activates a retired key: the rollback of a rotation
+	// that broke a client, within the overlap window (docs/lifecycle.md).
+	KeyRollback KeyAction = "rollback"
 )
 
 // keyTransitions is the one table of legal signing-key transitions.
@@ -43,6 +46,7 @@ var keyTransitions = map[KeyAction]map[KeyState]KeyState{
 	KeyRetire:     {KeyActive: KeyRetired},
 	KeyDestroy:    {KeyRetired: KeyDestroyed, KeyPending: KeyDestroyed},
 	KeyCompromise: {KeyPending: KeyCompromised, KeyActive: KeyCompromised, KeyRetired: KeyCompromised},
+	KeyRollback:   {KeyRetired: KeyActive},
 }
 
 // KeyTransition returns the state a key in state from reaches by action, or
@@ -58,7 +62,9 @@ func KeyTransition(from KeyState, action KeyAction) (KeyState, error) {
 func KeyStates() []KeyState {
 	return []KeyState{KeyPending, KeyActive, KeyRetired, KeyDestroyed, KeyCompromised}
 }
-func KeyActions() []KeyAction { return []KeyAction{KeyActivate, KeyRetire, KeyDestroy, KeyCompromise} }
+func KeyActions() []KeyAction {
+	return []KeyAction{KeyActivate, KeyRetire, KeyDestroy, KeyCompromise, KeyRollback}
+}
 
 // Published reports whether a key in this state belongs in the JWKS.
 func (s KeyState) Published() bool {

@@ -44,6 +44,10 @@ const (
 	EInternal          = "INTERNAL"            // a bug or an infrastructure failure; details are logged only
 )
 
+// ERollbackClosed refuses a key rollback outside the overlap window: the
+// previous key is no longer published, or was destroyed or compromised.
+const ERollbackClosed = "ROLLBACK_WINDOW_CLOSED"
+
 // Error is a transport-neutral error with a stable code. Message is safe to
 // show to the caller; Err is the cause, for logs only.
 type Error struct {

@@ -14,7 +14,7 @@ func TestKeyTransitions(t *testing.T) {
 	want := map[keyward.KeyState]map[keyward.KeyAction]keyward.KeyState{
 		keyward.KeyPending:     {keyward.KeyActivate: keyward.KeyActive, keyward.KeyDestroy: keyward.KeyDestroyed, keyward.KeyCompromise: keyward.KeyCompromised},
 		keyward.KeyActive:      {keyward.KeyRetire: keyward.KeyRetired, keyward.KeyCompromise: keyward.KeyCompromised},
-		keyward.KeyRetired:     {keyward.KeyDestroy: keyward.KeyDestroyed, keyward.KeyCompromise: keyward.KeyCompromised},
+		keyward.KeyRetired:     {keyward.KeyDestroy: keyward.KeyDestroyed, keyward.KeyCompromise: keyward.KeyCompromised, keyward.KeyRollback: keyward.KeyActive},
 		keyward.KeyDestroyed:   {},
 		keyward.KeyCompromised: {},
 	}
@@ -34,8 +34,8 @@ func TestKeyTransitions(t *testing.T) {
 			}
 		}
 	}
-	if n != 7 {
-		t.Errorf("walked %d allowed transitions, want 7", n)
+	if n != 8 {
+		t.Errorf("walked %d allowed transitions, want 8", n)
 	}
 }
 

@@ -24,8 +24,21 @@ type Policy struct {
 	OfflineGrace    time.Duration
 	MaxMachines     int
 	ReissueGrace    time.Duration
+	// ExpiringNotice is how long before a license's expiry the event
+	// license.expiring announces it (docs/lifecycle.md).
+	ExpiringNotice time.Duration
 
 	RevocationApprovals int
+
+	// Automatic suspension guards (docs/abuse.md): a license is not
+	// suspended automatically again within AutoSuspendCooldown of its last
+	// automatic suspension; a product gets at most AutoSuspendCeiling
+	// automatic suspensions per hour (beyond that an alert is raised
+	// instead; 0 = alerts only); SuspendOnSignal lists the signal kinds
+	// that suspend a license at once.
+	AutoSuspendCooldown time.Duration
+	AutoSuspendCeiling  int
+	SuspendOnSignal     []SignalKind
 
 	// CEL rules, in document order (policy/ compiles and evaluates them).
 	Retire      []PolicyRule // spec.licenses.retire: retire an active license
@@ -62,8 +75,10 @@ const day = 24 * time.Hour
 // section 5, with two differences: licenses are perpetual unless the issuer
 // gives an expiry (the example's duration is 365d), and fingerprint-spray
 // ignores licenses without a machine limit (max_machines 0), which the
-// example's rule would suspend at their first fingerprint. docs/policy.md
-// lists it.
+// example's rule would suspend at their first fingerprint. The spec's
+// example does not set the automatic-suspension guards; their defaults
+// (cooldown 24h, ceiling 10 per product per hour, suspend on a leak
+// signal) are docs/abuse.md's. docs/policy.md lists it.
 func DefaultPolicy() *Policy {
 	return &Policy{
 		Name:                "default",
@@ -78,7 +93,11 @@ func DefaultPolicy() *Policy {
 		OfflineGrace:        72 * time.Hour,
 		MaxMachines:         3,
 		ReissueGrace:        14 * day,
+		ExpiringNotice:      14 * day,
 		RevocationApprovals: 1,
+		AutoSuspendCooldown: day,
+		AutoSuspendCeiling:  10,
+		SuspendOnSignal:     []SignalKind{SignalLeak},
 		Retire: []PolicyRule{
 			{Name: "inactive", When: `license.last_validated_at < now - duration("180d")`},
 		},

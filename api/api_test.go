@@ -3,6 +3,8 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -27,6 +29,7 @@ type env struct {
 	auth  *authority.Authority
 	st    store.Store
 	token string
+	ring  *keys.KEKRing
 }
 
 func newEnv(t *testing.T) *env { return newEnvTB(t) }
@@ -40,7 +43,8 @@ func newEnvTB(t testing.TB) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	kek, _ := keys.GenerateKEK(nil)
-	a, err := authority.New(ctx, authority.Config{Store: st, KEKs: keys.NewKEKRing(kek)})
+	ring := keys.NewKEKRing(kek)
+	a, err := authority.New(ctx, authority.Config{Store: st, KEKs: ring})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +56,7 @@ func newEnvTB(t testing.TB) *env {
 	s := api.New(api.Config{Authority: a})
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, api: s, auth: a, st: st, token: tok}
+	return &env{srv: srv, api: s, auth: a, st: st, token: tok, ring: ring}
 }
 
 type resp struct {
@@ -254,8 +258,33 @@ func TestResponsesNeverCarrySecrets(t *testing.T) {
 	var l api.IssuedLicense
 	e.json(t, "POST", "/v1/licenses", `{"product":"acme","holder":"c","max_machines":0}`, &l)
 	var all bytes.Buffer
-	for _, p := range []string{"/v1/licenses/" + l.ID, "/v1/licenses", "/v1/keys", "/.well-known/jwks.json"} {
+	all.Write(e.do(t, "POST", "/v1/licenses/"+l.ID+"/checkout", "", "", true).body)
+	all.Write(e.do(t, "POST", "/v1/validate", "application/json", `{"key":"`+l.Key+`","fingerprint":"m"}`, false).body)
+	for _, p := range []string{"/v1/licenses/" + l.ID, "/v1/licenses", "/v1/keys", "/.well-known/jwks.json", "/v1/audit", "/v1/openapi.json", "/metrics"} {
 		all.Write(e.do(t, "GET", p, "", "", true).body)
+	}
+	// Every private key's bytes, in every usual encoding, appear nowhere.
+	err := e.st.View(context.Background(), func(tx store.Tx) error {
+		ks, err := tx.Keys(store.KeyFilter{})
+		if err != nil {
+			return err
+		}
+		for _, k := range ks {
+			der, err := e.ring.Open(k.Sealed, []byte("kid:"+k.KID))
+			if err != nil {
+				return err
+			}
+			seed := der[len(der)-32:] // Ed25519 PKCS#8 ends with the seed
+			for _, enc := range []string{string(seed), base64.RawURLEncoding.EncodeToString(seed), base64.StdEncoding.EncodeToString(seed), hex.EncodeToString(seed), base64.StdEncoding.EncodeToString(der)} {
+				if bytes.Contains(all.Bytes(), []byte(enc)) {
+					t.Errorf("a response carries private key %s", k.KID)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if bytes.Contains(all.Bytes(), []byte(l.Key)) || bytes.Contains(all.Bytes(), []byte(strings.ReplaceAll(l.Key, "-", ""))) {
 		t.Errorf("a response after issue carries the license key")

@@ -31,6 +31,7 @@ var statusOf = map[string]int{
 	keyward.EMFARequired:       http.StatusUnauthorized,
 	keyward.EMFAInvalid:        http.StatusUnauthorized,
 	keyward.EApprovalExpired:   http.StatusConflict,
+	keyward.ERollbackClosed:    http.StatusConflict,
 }
 
 // Problem is an RFC 9457 problem details document with Keyward's stable code.

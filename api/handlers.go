@@ -26,6 +26,8 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.revocationRoutes()...)
 	rs = append(rs, s.webhookRoutes()...)
 	rs = append(rs, s.governanceRoutes()...)
+	rs = append(rs, s.lifecycleRoutes()...)
+	rs = append(rs, s.abuseRoutes()...)
 	return rs
 }
 
@@ -122,7 +124,7 @@ func (s *Server) validate(w http.ResponseWriter, r *http.Request) error {
 	if req.Key == "" {
 		return keyward.Errorf(keyward.EInvalid, "key is required")
 	}
-	v, err := s.auth.Validate(r.Context(), authority.ValidateRequest{Key: req.Key, Fingerprint: req.Fingerprint, Product: req.Product})
+	v, err := s.auth.Validate(r.Context(), authority.ValidateRequest{Key: req.Key, Fingerprint: req.Fingerprint, Product: req.Product, Source: s.sourceAddr(r)})
 	if err != nil {
 		s.metrics.validations.WithLabelValues(keyward.ErrorCode(err)).Inc()
 		return err
@@ -142,7 +144,7 @@ func (s *Server) checkoutByKey(w http.ResponseWriter, r *http.Request) error {
 	if req.Key == "" {
 		return keyward.Errorf(keyward.EInvalid, "key is required")
 	}
-	c, err := s.auth.CheckoutByKey(r.Context(), req.Key, req.Product)
+	c, err := s.auth.CheckoutByKey(r.Context(), req.Key, req.Product, s.sourceAddr(r))
 	if err != nil {
 		return err
 	}
@@ -250,7 +252,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, keyView(k))
+	return s.keyDetail(w, r, k) // with what depends on it (lifecycle.go)
 }
 
 type reasonReq struct {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -46,6 +47,8 @@ type Server struct {
 	reqSeq    atomic.Uint64
 
 	authFailures *failureLimiter // failed authentications per client address (governance.go)
+
+	trustedProxies []netip.Prefix // peers whose X-Forwarded-For is believed (abuse.go)
 }
 
 // Config wires a Server.
@@ -59,6 +62,11 @@ type Config struct {
 	// Revocations serves /v1/revocations and its stream; nil answers them
 	// with UNAVAILABLE.
 	Revocations *revocation.Registry
+	// TrustedProxies are the reverse proxies in front of the server: when
+	// a request comes from one, the client address counted by the usage
+	// counters is taken from X-Forwarded-For (docs/abuse.md). Empty: the
+	// connection's peer, and X-Forwarded-For is ignored.
+	TrustedProxies []netip.Prefix
 }
 
 // route is one entry of the route table.
@@ -71,7 +79,8 @@ type route struct {
 
 // New returns a Server with every route registered.
 func New(cfg Config) *Server {
-	s := &Server{auth: cfg.Authority, log: cfg.Logger, ready: cfg.Ready, mux: http.NewServeMux(), metrics: cfg.Metrics, revoc: cfg.Revocations, authFailures: newFailureLimiter()}
+	s := &Server{auth: cfg.Authority, log: cfg.Logger, ready: cfg.Ready, mux: http.NewServeMux(), metrics: cfg.Metrics, revoc: cfg.Revocations, authFailures: newFailureLimiter(),
+		trustedProxies: cfg.TrustedProxies}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -79,6 +88,7 @@ func New(cfg Config) *Server {
 		s.metrics = NewMetrics()
 	}
 	s.metrics.Registry.MustRegister(newKeyCollector(s.auth))
+	s.metrics.Registry.MustRegister(newAbuseCollector(s.auth))
 	s.table = s.routes()
 	for _, rt := range s.table {
 		s.mux.Handle(rt.method+" "+rt.path, s.metrics.instrument(rt.path, s.wrap(rt)))

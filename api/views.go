@@ -31,6 +31,8 @@ type Key struct {
 	DestroyedAt   *time.Time `json:"destroyed_at,omitempty"`
 	CompromisedAt *time.Time `json:"compromised_at,omitempty"`
 	Reason        string     `json:"reason,omitempty"`
+	// Exposure is set by GET /v1/keys/{kid} only (api/lifecycle.go).
+	Exposure *Exposure `json:"exposure,omitempty"`
 }
 
 // License is a license as the API shows it (never its key, only the prefix).

@@ -106,24 +106,8 @@ func (a *Authority) DestroyKeyWithApproval(ctx context.Context, kid, reason stri
 		if err != nil {
 			return err
 		}
-		if err := destroyable(k); err != nil {
-			return err
-		}
-		pol, err := a.policy(ctx, k.ProductID)
-		if err != nil {
-			return err
-		}
-		if err := checkDuties(ctx, tx, pol, PermKeyDestroy, k.KID); err != nil {
-			return err
-		}
 		out = k
-		if pol.RevocationApprovals <= 0 {
-			if err := a.cancelApprovals(ctx, tx, now, PermKeyDestroy, k.KID, "destroyed without approval (policy approvals 0)"); err != nil {
-				return err
-			}
-			return a.transitionKey(ctx, tx, now, k, keyward.KeyDestroy, reason)
-		}
-		ap, err = a.requestApproval(ctx, tx, now, pol, PermKeyDestroy, "key", k.KID, k.ProductID, reason)
+		ap, err = a.destroyOrRequest(ctx, tx, now, k, reason, decided{})
 		return err
 	})
 	if err != nil {
@@ -133,6 +117,30 @@ func (a *Authority) DestroyKeyWithApproval(ctx context.Context, kid, reason stri
 		a.forget(kid)
 	}
 	return out, ap, nil
+}
+
+// destroyOrRequest destroys k, or files the approval request that will
+// where k's policy needs approvals (returning it): the one path of manual
+// and scheduled destruction (lifecycle.go passes the destroyAfter
+// decision in dec, for the audit entry).
+func (a *Authority) destroyOrRequest(ctx context.Context, tx store.Tx, now time.Time, k *keyward.SigningKey, reason string, dec decided) (*keyward.Approval, error) {
+	if err := destroyable(k); err != nil {
+		return nil, err
+	}
+	pol, err := a.policy(ctx, k.ProductID)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDuties(ctx, tx, pol, PermKeyDestroy, k.KID); err != nil {
+		return nil, err
+	}
+	if pol.RevocationApprovals <= 0 {
+		if err := a.cancelApprovals(ctx, tx, now, PermKeyDestroy, k.KID, "destroyed without approval (policy approvals 0)"); err != nil {
+			return nil, err
+		}
+		return nil, a.transitionKeyDecided(ctx, tx, now, k, keyward.KeyDestroy, reason, dec)
+	}
+	return a.requestApproval(ctx, tx, now, pol, PermKeyDestroy, "key", k.KID, k.ProductID, reason)
 }
 
 // destroyable refuses to destroy an active key (the ring's signer).

@@ -61,6 +61,13 @@ type Config struct {
 	// WebhookAllowPrivate accepts webhook URLs naming loopback and private
 	// addresses (dev mode, tests); production leaves it false (SSRF).
 	WebhookAllowPrivate bool
+	// UsageLicenses bounds the licenses whose usage counters are kept in
+	// memory for automatic suspension (0 = DefaultUsageLicenses; abuse.go).
+	UsageLicenses int
+	// NoUsageCounters turns the usage counters, and so automatic
+	// suspension by rule, off (for benchmarks comparing with and
+	// without; explicit signals still work).
+	NoUsageCounters bool
 }
 
 // Authority applies Keyward's rules. It is safe for concurrent use.
@@ -76,6 +83,7 @@ type Authority struct {
 	pepper   []byte          // HMAC key for license keys and tokens; MUST NOT leave the process
 
 	webhookAllowPrivate bool
+	abuse               *abuse // nil with Config.NoUsageCounters (abuse.go)
 
 	mu      sync.Mutex
 	signers map[string]*keys.PrivateKey // opened private keys by kid
@@ -116,6 +124,9 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		a.policies = a.stored
 	}
 	a.webhookAllowPrivate = cfg.WebhookAllowPrivate
+	if !cfg.NoUsageCounters {
+		a.abuse = newAbuse(cfg.UsageLicenses)
+	}
 	if err := a.loadPepper(ctx); err != nil {
 		return nil, err
 	}

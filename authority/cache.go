@@ -19,8 +19,11 @@ import (
 // entry read from the database is stored only if no invalidation happened
 // since before the read began (the epoch check).
 //
-// Changes made by another process (another replica, a CLI on the same
-// SQLite file) are not seen until the entry is evicted; see docs.
+// Changes made by another process sharing the store (another replica on
+// PostgreSQL) reach the cache through ApplyRemote (remote.go), fed by the
+// store's change feed; while the feed is disconnected the cache is bypassed.
+// Without a feed (a CLI on the same SQLite file) they are not seen until
+// the entry is evicted; see docs.
 
 // DefaultCacheEntries bounds the validation cache (about 400 bytes each).
 const DefaultCacheEntries = 200_000
@@ -34,6 +37,7 @@ type cacheEntry struct {
 type validationCache struct {
 	mu        sync.RWMutex
 	epoch     uint64
+	bypass    bool // set while changes by other processes go unheard: nothing is served or stored
 	max       int
 	byHash    map[[32]byte]*cacheEntry
 	byLicense map[string][][32]byte
@@ -51,6 +55,9 @@ func newValidationCache(max int) *validationCache {
 func (c *validationCache) get(h [32]byte) (*cacheEntry, uint64) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if c.bypass {
+		return nil, c.epoch
+	}
 	return c.byHash[h], c.epoch
 }
 
@@ -58,7 +65,7 @@ func (c *validationCache) get(h [32]byte) (*cacheEntry, uint64) {
 func (c *validationCache) put(h [32]byte, e *cacheEntry, epoch uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.epoch != epoch {
+	if c.epoch != epoch || c.bypass {
 		return
 	}
 	if len(c.byHash) >= c.max {
@@ -111,13 +118,16 @@ func (c *validationCache) invalidate(t *touched) {
 func (c *validationCache) signer(ring string) (keys.Signer, uint64) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if c.bypass {
+		return nil, c.epoch
+	}
 	return c.signers[ring], c.epoch
 }
 
 func (c *validationCache) putSigner(ring string, s keys.Signer, epoch uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.epoch == epoch {
+	if c.epoch == epoch && !c.bypass {
 		c.signers[ring] = s
 	}
 }

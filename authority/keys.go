@@ -120,9 +120,23 @@ func (a *Authority) ensureRegistryKey(ctx context.Context) error {
 
 var systemPrincipal = keyward.Principal{ID: "system", Name: "keyward server"}
 
+// decided says who or what authorized a change, for its audit entry: the
+// approvals by other principals, and the policy version and rule of a
+// decision the policy engine took (lifecycle.go).
+type decided struct {
+	approvalIDs   []string
+	policyVersion int
+	rule          string
+}
+
 // addKey generates a key in ring and, if activate, makes it the active key,
 // retiring the previous active key in the same transaction.
 func (a *Authority) addKey(ctx context.Context, tx store.Tx, now time.Time, alg, ring string, purpose keyward.Purpose, productID string, activate bool, reason string) (*keyward.SigningKey, error) {
+	return a.addKeyDecided(ctx, tx, now, alg, ring, purpose, productID, activate, reason, decided{})
+}
+
+// addKeyDecided is addKey recording what decided it.
+func (a *Authority) addKeyDecided(ctx context.Context, tx store.Tx, now time.Time, alg, ring string, purpose keyward.Purpose, productID string, activate bool, reason string, dec decided) (*keyward.SigningKey, error) {
 	k, err := a.generateKey(alg, ring, purpose, productID, now)
 	if err != nil {
 		return nil, err
@@ -133,12 +147,13 @@ func (a *Authority) addKey(ctx context.Context, tx store.Tx, now time.Time, alg,
 	if err := a.record(ctx, tx, now, change{
 		action: "key.create", event: "key.created", targetType: "key", targetID: k.KID,
 		after: string(keyward.KeyPending), reason: reason,
-		details: map[string]any{"ring": ring, "algorithm": k.Algorithm, "purpose": purpose},
+		details:       map[string]any{"ring": ring, "algorithm": k.Algorithm, "purpose": purpose},
+		policyVersion: dec.policyVersion, rule: dec.rule,
 	}); err != nil {
 		return nil, err
 	}
 	if activate {
-		if err := a.activate(ctx, tx, now, k, reason); err != nil {
+		if err := a.activateDecided(ctx, tx, now, k, reason, dec); err != nil {
 			return nil, err
 		}
 	}
@@ -148,6 +163,11 @@ func (a *Authority) addKey(ctx context.Context, tx store.Tx, now time.Time, alg,
 // activate makes k (pending) the active key of its ring, retiring the
 // current active key first so the ring never has two.
 func (a *Authority) activate(ctx context.Context, tx store.Tx, now time.Time, k *keyward.SigningKey, reason string) error {
+	return a.activateDecided(ctx, tx, now, k, reason, decided{})
+}
+
+// activateDecided is activate recording what decided it.
+func (a *Authority) activateDecided(ctx context.Context, tx store.Tx, now time.Time, k *keyward.SigningKey, reason string, dec decided) error {
 	to, err := keyward.KeyTransition(k.State, keyward.KeyActivate)
 	if err != nil {
 		return err
@@ -157,7 +177,7 @@ func (a *Authority) activate(ctx context.Context, tx store.Tx, now time.Time, k 
 		return err
 	}
 	for _, old := range cur {
-		if err := a.transitionKey(ctx, tx, now, old, keyward.KeyRetire, "superseded by "+k.KID); err != nil {
+		if err := a.transitionKeyDecided(ctx, tx, now, old, keyward.KeyRetire, "superseded by "+k.KID, decided{policyVersion: dec.policyVersion, rule: dec.rule}); err != nil {
 			return err
 		}
 	}
@@ -169,6 +189,7 @@ func (a *Authority) activate(ctx context.Context, tx store.Tx, now time.Time, k 
 	return a.record(ctx, tx, now, change{
 		action: "key.activate", event: "key.activated", targetType: "key", targetID: k.KID,
 		before: string(before), after: string(to), reason: reason, details: map[string]any{"ring": k.Ring},
+		policyVersion: dec.policyVersion, rule: dec.rule,
 	})
 }
 
@@ -180,6 +201,13 @@ func (a *Authority) transitionKey(ctx context.Context, tx store.Tx, now time.Tim
 // transitionKeyApproved is transitionKey recording the approvals that
 // authorized the step (a destruction confirmed by a second principal).
 func (a *Authority) transitionKeyApproved(ctx context.Context, tx store.Tx, now time.Time, k *keyward.SigningKey, action keyward.KeyAction, reason string, approvalIDs []string) error {
+	return a.transitionKeyDecided(ctx, tx, now, k, action, reason, decided{approvalIDs: approvalIDs})
+}
+
+// transitionKeyDecided is transitionKey recording what decided it. A
+// license key that stops signing (retired or compromised) gets a re-sign
+// job for the certificates it signed, in the same transaction (resign.go).
+func (a *Authority) transitionKeyDecided(ctx context.Context, tx store.Tx, now time.Time, k *keyward.SigningKey, action keyward.KeyAction, reason string, dec decided) error {
 	to, err := keyward.KeyTransition(k.State, action)
 	if err != nil {
 		return err
@@ -205,11 +233,17 @@ func (a *Authority) transitionKeyApproved(ctx context.Context, tx store.Tx, now 
 			return err
 		}
 	}
-	return a.record(ctx, tx, now, change{
+	if err := a.record(ctx, tx, now, change{
 		action: "key." + string(action), event: event, targetType: "key", targetID: k.KID,
 		before: string(before), after: string(to), reason: reason, details: map[string]any{"ring": k.Ring},
-		approvalIDs: approvalIDs,
-	})
+		approvalIDs: dec.approvalIDs, policyVersion: dec.policyVersion, rule: dec.rule,
+	}); err != nil {
+		return err
+	}
+	if action == keyward.KeyRetire || action == keyward.KeyCompromise {
+		return a.startResign(ctx, tx, now, k)
+	}
+	return nil
 }
 
 // Keys lists signing keys matching f.
@@ -290,8 +324,10 @@ func (a *Authority) RotateKey(ctx context.Context, r RotateRequest) (*keyward.Si
 			reason = "manual rotation"
 		}
 		var err error
-		out, err = a.addKey(ctx, tx, now, alg, ring, purpose, productID, !r.Pending, reason)
-		return err
+		if out, err = a.addKey(ctx, tx, now, alg, ring, purpose, productID, !r.Pending, reason); err != nil || !r.Pending {
+			return err
+		}
+		return a.announceRotation(ctx, tx, now, out, decided{})
 	})
 	return out, err
 }
@@ -434,7 +470,7 @@ func (a *Authority) JWKS(ctx context.Context, product string) (keys.JWKS, error)
 						return err
 					}
 				}
-				if k.RetiredAt != nil && !now.Before(k.RetiredAt.Add(max(pol.VerifyWindow, pol.CertificateTTL))) {
+				if k.RetiredAt != nil && !now.Before(publishedUntil(k, pol)) {
 					continue
 				}
 			}
@@ -449,6 +485,13 @@ func (a *Authority) JWKS(ctx context.Context, product string) (keys.JWKS, error)
 		return nil
 	})
 	return set, err
+}
+
+// publishedUntil is when retired key k leaves the JWKS under pol: the
+// longer of the verify window and the certificate TTL after retirement,
+// so every certificate k signed expires while k is still published.
+func publishedUntil(k *keyward.SigningKey, pol *keyward.Policy) time.Time {
+	return k.RetiredAt.Add(max(pol.VerifyWindow, pol.CertificateTTL))
 }
 
 func contains(list []string, s string) bool {

@@ -297,6 +297,12 @@ func (a *Authority) TransitionLicense(ctx context.Context, id string, action key
 // applyLicense moves l by action and writes the change, its registry row,
 // audit entry (with the approvals that authorized it) and event.
 func (a *Authority) applyLicense(ctx context.Context, tx store.Tx, now time.Time, l *keyward.License, action keyward.LicenseAction, reason string, approvalIDs []string, details map[string]any) error {
+	return a.applyLicenseDecided(ctx, tx, now, l, action, reason, decided{approvalIDs: approvalIDs}, details)
+}
+
+// applyLicenseDecided is applyLicense recording what decided it (the
+// policy version and rule of a scheduled expiry or retirement).
+func (a *Authority) applyLicenseDecided(ctx context.Context, tx store.Tx, now time.Time, l *keyward.License, action keyward.LicenseAction, reason string, dec decided, details map[string]any) error {
 	to, err := keyward.LicenseTransition(l.State, action)
 	if err != nil {
 		return err
@@ -313,7 +319,8 @@ func (a *Authority) applyLicense(ctx context.Context, tx store.Tx, now time.Time
 	maps.Copy(d, details)
 	return a.record(ctx, tx, now, change{
 		action: "license." + string(action), event: licenseEvents[action], targetType: "license", targetID: l.ID,
-		before: string(before), after: string(to), reason: reason, details: d, approvalIDs: approvalIDs,
+		before: string(before), after: string(to), reason: reason, details: d,
+		approvalIDs: dec.approvalIDs, policyVersion: dec.policyVersion, rule: dec.rule,
 	})
 }
 

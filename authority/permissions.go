@@ -16,6 +16,7 @@ const (
 	PermKeyRetire      = "key.retire"
 	PermKeyRevoke      = "key.revoke"
 	PermKeyDestroy     = "key.destroy"
+	PermKeyRollback    = "key.rollback" // re-activate the previous key within the overlap window (docs/lifecycle.md)
 	PermLicenseRead    = "license.read"
 	PermLicenseIssue   = "license.issue"
 	PermLicenseSuspend = "license.suspend"
@@ -25,6 +26,7 @@ const (
 	PermLicenseReissue = "license.reissue"
 	PermLicenseCheck   = "license.checkout"
 	PermLicenseValid   = "license.validate"
+	PermLicenseSignal  = "license.signal" // report abuse, a leak, a chargeback (docs/abuse.md)
 	PermMachineRead    = "machine.read"
 	PermMachineDeact   = "machine.deactivate"
 	PermTokenAdmin     = "token.admin"
@@ -43,12 +45,12 @@ const (
 // admin may do everything.
 var rolePermissions = map[string][]string{
 	keyward.RoleIssuer:   {PermProductRead, PermLicenseRead, PermLicenseIssue, PermLicenseReissue, PermLicenseCheck, PermLicenseValid, PermMachineRead, PermKeyRead, PermPolicyRead, PermMFAEnroll},
-	keyward.RoleRotator:  {PermProductRead, PermKeyRead, PermKeyRotate, PermKeyActivate, PermKeyRetire, PermKeyDestroy, PermPolicyRead, PermApprovalRead, PermMFAEnroll},
-	keyward.RoleRevoker:  {PermProductRead, PermLicenseRead, PermLicenseSuspend, PermLicenseReinst, PermLicenseRevoke, PermLicenseRetire, PermKeyRead, PermKeyRevoke, PermMachineRead, PermMachineDeact, PermPolicyRead, PermApprovalRead, PermMFAEnroll},
+	keyward.RoleRotator:  {PermProductRead, PermKeyRead, PermKeyRotate, PermKeyActivate, PermKeyRetire, PermKeyDestroy, PermKeyRollback, PermPolicyRead, PermApprovalRead, PermMFAEnroll},
+	keyward.RoleRevoker:  {PermProductRead, PermLicenseRead, PermLicenseSignal, PermLicenseSuspend, PermLicenseReinst, PermLicenseRevoke, PermLicenseRetire, PermKeyRead, PermKeyRevoke, PermMachineRead, PermMachineDeact, PermPolicyRead, PermApprovalRead, PermMFAEnroll},
 	keyward.RoleApprover: {PermProductRead, PermLicenseRead, PermKeyRead, PermPolicyRead, PermApprovalRead, PermApprovalGrant, PermApprovalDeny, PermMFAEnroll},
 	keyward.RoleAuditor:  {PermProductRead, PermLicenseRead, PermKeyRead, PermMachineRead, PermAuditRead, PermPolicyRead, PermApprovalRead, PermTokenRead, PermMFAEnroll},
-	keyward.RoleSupport:  {PermProductRead, PermLicenseRead, PermLicenseSuspend, PermMachineRead, PermMachineDeact, PermKeyRead, PermPolicyRead, PermMFAEnroll},
-	keyward.RoleService:  {PermLicenseValid, PermLicenseCheck},
+	keyward.RoleSupport:  {PermProductRead, PermLicenseRead, PermLicenseSignal, PermLicenseSuspend, PermMachineRead, PermMachineDeact, PermKeyRead, PermPolicyRead, PermMFAEnroll},
+	keyward.RoleService:  {PermLicenseValid, PermLicenseCheck, PermLicenseSignal},
 }
 
 // Allowed reports whether p may use permission perm on productID ("" when

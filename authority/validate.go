@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -17,6 +18,10 @@ type ValidateRequest struct {
 	Key         string
 	Fingerprint string // optional; required when the license has a machine limit
 	Product     string // optional: the product the caller expects (id or name)
+	// Source is the client's address, for the usage counters' distinct
+	// networks (truncated to /24 or /48 and hashed at once; never
+	// stored). The zero Addr counts no network.
+	Source netip.Addr
 }
 
 // Lease is a signed lease token for one machine.
@@ -54,13 +59,27 @@ func ParseLicenseKey(s string) (licensekey.Key, error) {
 // Validate checks a license key and, with a fingerprint, activates the
 // machine (up to the license's max_machines) and signs a lease. An unknown
 // key is not an error: it is a Validation with code NOT_FOUND.
+//
+// A known key counts into its license's usage counters, and the policy's
+// autoSuspend rules run over them: a validation that trips one answers
+// SUSPENDED (abuse.go). Unknown keys count nowhere.
 func (a *Authority) Validate(ctx context.Context, r ValidateRequest) (*Validation, error) {
+	v, e, now, err := a.validate(ctx, r)
+	if err != nil || e == nil || a.abuse == nil {
+		return v, err
+	}
+	return a.observe(ctx, r, e, v, now), nil
+}
+
+// validate is Validate without the usage counters; e is what the key was
+// found to be (nil: unknown) at now.
+func (a *Authority) validate(ctx context.Context, r ValidateRequest) (*Validation, *cacheEntry, time.Time, error) {
 	key, err := ParseLicenseKey(r.Key)
 	if err != nil {
-		return nil, err
+		return nil, nil, time.Time{}, err
 	}
 	if len(r.Fingerprint) > MaxFingerprintLen {
-		return nil, keyward.Errorf(keyward.EInvalid, "fingerprint: at most %d characters", MaxFingerprintLen)
+		return nil, nil, time.Time{}, keyward.Errorf(keyward.EInvalid, "fingerprint: at most %d characters", MaxFingerprintLen)
 	}
 	hash := a.keyedHash("license-key", string(key))
 	var h [32]byte
@@ -74,7 +93,7 @@ func (a *Authority) Validate(ctx context.Context, r ValidateRequest) (*Validatio
 			return err
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, time.Time{}, err
 		}
 		if e != nil {
 			a.vc.put(h, e, epoch)
@@ -82,13 +101,13 @@ func (a *Authority) Validate(ctx context.Context, r ValidateRequest) (*Validatio
 	}
 	now := a.clock.Now()
 	if !judge(e, now, r, v) {
-		return v, nil
+		return v, e, now, nil
 	}
 	// Valid. A machine needs looking up, a lease signing, or last-seen
 	// times moving: read the machine, and write only when something changes.
 	stale := e.license.LastValidatedAt == nil || now.Sub(*e.license.LastValidatedAt) >= touchEvery
 	if r.Fingerprint == "" && !stale {
-		return v, nil
+		return v, e, now, nil
 	}
 	if r.Fingerprint != "" && !stale {
 		var done bool
@@ -105,7 +124,7 @@ func (a *Authority) Validate(ctx context.Context, r ValidateRequest) (*Validatio
 			return err
 		})
 		if err != nil || done {
-			return v, err
+			return v, e, now, err
 		}
 	}
 	// Do it again in a write transaction, so machine counting is serialized.
@@ -118,7 +137,7 @@ func (a *Authority) Validate(ctx context.Context, r ValidateRequest) (*Validatio
 		}
 		return a.admit(keyward.NewContextWithPrincipal(ctx, keyward.Principal{ID: "license:" + v.License.ID, Name: v.License.KeyPrefix}), tx, now, r, v)
 	})
-	return v, err
+	return v, e, now, err
 }
 
 // loadEntry reads what validation needs for a key hash; nil if the key is
@@ -264,28 +283,38 @@ func (a *Authority) signLease(ctx context.Context, tx store.Tx, now time.Time, p
 type Certificate struct {
 	Token     string
 	KID       string
+	JTI       string
+	IssuedAt  time.Time
 	ExpiresAt time.Time
 }
 
 // Checkout signs a fresh license certificate for an active license with
-// the product's active key.
+// the product's active key, and records it as the license's current
+// certificate (what bulk re-signing and key exposure count, resign.go).
 func (a *Authority) Checkout(ctx context.Context, licenseID string) (*Certificate, error) {
 	var out *Certificate
-	err := a.store.View(ctx, func(tx store.Tx) error {
+	err := a.store.Update(ctx, func(tx store.Tx) error {
 		l, err := tx.License(licenseID)
 		if err != nil {
 			return err
 		}
-		out, err = a.certify(ctx, tx, a.clock.Now(), l)
-		return err
+		now := a.clock.Now()
+		if out, err = a.certify(ctx, tx, now, l); err != nil {
+			return err
+		}
+		return tx.PutCertificates([]*store.Certificate{{
+			LicenseID: l.ID, ProductID: l.ProductID, KID: out.KID, JTI: out.JTI,
+			IssuedAt: out.IssuedAt, ExpiresAt: out.ExpiresAt, Token: out.Token,
+		}})
 	})
 	return out, err
 }
 
 // CheckoutByKey is Checkout for a caller proving possession of the license
-// key (shipped apps hold no vendor token).
-func (a *Authority) CheckoutByKey(ctx context.Context, key, product string) (*Certificate, error) {
-	v, err := a.Validate(ctx, ValidateRequest{Key: key, Product: product})
+// key (shipped apps hold no vendor token); source is the client's address
+// (see ValidateRequest.Source): the check-out counts as a validation.
+func (a *Authority) CheckoutByKey(ctx context.Context, key, product string, source netip.Addr) (*Certificate, error) {
+	v, err := a.Validate(ctx, ValidateRequest{Key: key, Product: product, Source: source})
 	if err != nil {
 		return nil, err
 	}
@@ -313,15 +342,6 @@ func (a *Authority) certify(ctx context.Context, tx store.Tx, now time.Time, l *
 	if err != nil {
 		return nil, err
 	}
-	exp := now.Add(pol.CertificateTTL)
-	var licExp *int64
-	if l.ExpiresAt != nil {
-		e := l.ExpiresAt.Unix()
-		licExp = &e
-		if l.ExpiresAt.Before(exp) {
-			exp = *l.ExpiresAt
-		}
-	}
 	jti, err := a.newID("crt")
 	if err != nil {
 		return nil, err
@@ -329,6 +349,21 @@ func (a *Authority) certify(ctx context.Context, tx store.Tx, now time.Time, l *
 	signer, err := a.activeSigner(tx, keyward.LicenseRing(p.ID))
 	if err != nil {
 		return nil, err
+	}
+	return a.signCertificate(signer, p, pol, l, now, now.Add(pol.CertificateTTL), jti)
+}
+
+// signCertificate signs l's certificate issued at now, expiring at exp or
+// at the license's own expiry if that is earlier. Checkout and bulk
+// re-signing (resign.go) both sign through it.
+func (a *Authority) signCertificate(signer keys.Signer, p *keyward.Product, pol *keyward.Policy, l *keyward.License, now, exp time.Time, jti string) (*Certificate, error) {
+	var licExp *int64
+	if l.ExpiresAt != nil {
+		e := l.ExpiresAt.Unix()
+		licExp = &e
+		if l.ExpiresAt.Before(exp) {
+			exp = *l.ExpiresAt
+		}
 	}
 	ents := l.Entitlements
 	if ents == nil {
@@ -342,5 +377,5 @@ func (a *Authority) certify(ctx context.Context, tx store.Tx, now time.Time, l *
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate: %w", err)
 	}
-	return &Certificate{Token: tok, KID: signer.KID(), ExpiresAt: time.Unix(exp.Unix(), 0).UTC()}, nil
+	return &Certificate{Token: tok, KID: signer.KID(), JTI: jti, IssuedAt: time.Unix(now.Unix(), 0).UTC(), ExpiresAt: time.Unix(exp.Unix(), 0).UTC()}, nil
 }

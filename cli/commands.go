@@ -82,7 +82,7 @@ func keyCmd(e *env) *cobra.Command {
 			if err := e.client().do(e.ctx, "GET", "/v1/keys/"+url.PathEscape(args[0]), nil, &k); err != nil {
 				return err
 			}
-			return e.print(k, func(w io.Writer) { keyTable(w, []api.Key{k}) })
+			return e.print(k, func(w io.Writer) { keyTable(w, []api.Key{k}); keyExposureNote(w, k) })
 		},
 	}
 
@@ -112,6 +112,7 @@ func keyCmd(e *env) *cobra.Command {
 	rotate.Flags().StringVar(&reason, "reason", "", "why")
 
 	c.AddCommand(list, show, rotate)
+	c.AddCommand(lifecycleCmds(e)...) // schedule, rollback, resign (lifecycle.go)
 	for _, a := range []struct{ name, short string }{
 		{"activate", "Activate a pending key (the current active key is retired)"},
 		{"retire", "Retire a key: verify-only from now on"},
@@ -119,6 +120,7 @@ func keyCmd(e *env) *cobra.Command {
 		{"destroy", "Erase a retired or pending key's private material"},
 	} {
 		var reason string
+		var noWait bool
 		cmd := &cobra.Command{
 			Use: a.name + " KID", Short: a.short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
@@ -129,10 +131,19 @@ func keyCmd(e *env) *cobra.Command {
 				if k.Approval != nil { // destroy where the policy needs a second principal
 					return e.print(k, func(w io.Writer) { keyTable(w, []api.Key{k.Key}); pendingNote(w, k.Approval) })
 				}
-				return e.print(k.Key, func(w io.Writer) { keyTable(w, []api.Key{k.Key}) })
+				if err := e.print(k.Key, func(w io.Writer) { keyTable(w, []api.Key{k.Key}) }); err != nil {
+					return err
+				}
+				if (a.name == "revoke" || a.name == "retire") && !noWait && k.Key.Purpose == "license" {
+					return e.followResign(k.Key.KID) // lifecycle.go: what it signed is re-signed by the active key
+				}
+				return nil
 			},
 		}
 		cmd.Flags().StringVar(&reason, "reason", "", "why (revoke: key_compromise, superseded, …)")
+		if a.name == "revoke" || a.name == "retire" {
+			cmd.Flags().BoolVar(&noWait, "no-wait", false, "return at once instead of following the re-signing of what the key signed")
+		}
 		c.AddCommand(cmd)
 	}
 	return c
@@ -351,7 +362,7 @@ func licenseCmd(e *env) *cobra.Command {
 		},
 	}
 
-	c.AddCommand(issue, show, list, validate, checkout, reissue, machines, deactivate)
+	c.AddCommand(issue, show, list, validate, checkout, reissue, machines, deactivate, licenseSignalCmd(e), licenseSignalsCmd(e), licenseUsageCmd(e))
 	for _, a := range []struct{ name, short string }{
 		{"suspend", "Suspend a license (reversible)"},
 		{"reinstate", "Reinstate a suspended license"},

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/keyward/keyward/authority"
 	"github.com/keyward/keyward/keys"
 	"github.com/keyward/keyward/revocation"
+	"github.com/keyward/keyward/scheduler"
 	"github.com/keyward/keyward/store"
 	"github.com/keyward/keyward/store/sqlite"
 	"github.com/keyward/keyward/webhook"
@@ -46,6 +48,14 @@ type ServerConfig struct {
 	// CheckpointInterval is how often new audit entries get a signed
 	// checkpoint (0 = authority.DefaultCheckpointInterval).
 	CheckpointInterval time.Duration
+	// SchedulerInterval is the time between lifecycle scheduler ticks
+	// (0 = scheduler.DefaultInterval); negative disables the scheduler
+	// (tests that drive lifecycle steps themselves).
+	SchedulerInterval time.Duration
+	// TrustForwardedFor lists the reverse proxies (networks) whose
+	// X-Forwarded-For header gives the client address the usage counters
+	// count (--trust-forwarded-for; docs/abuse.md). Empty: the peer.
+	TrustForwardedFor []netip.Prefix
 }
 
 // RunningServer is a started server.
@@ -68,20 +78,31 @@ type RunningServer struct {
 	Webhooks     *webhook.Dispatcher
 	stopWebhooks context.CancelFunc
 	webhooksDone chan struct{}
+	// Scheduler runs the lifecycle steps in the background until Shutdown
+	// (nil when disabled).
+	Scheduler     *scheduler.Scheduler
+	stopScheduler context.CancelFunc
+	schedulerDone chan struct{}
 }
 
 // Shutdown stops accepting requests, waits for in-flight ones (up to ctx)
 // and closes the store.
 func (s *RunningServer) Shutdown(ctx context.Context) error {
+	// Close the revocation hub first: it ends the SSE streams, which
+	// http.Server.Shutdown would otherwise wait for until ctx expires.
+	s.Revocations.Close()
 	err := s.http.Shutdown(ctx)
 	if e := <-s.done; e != nil && !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
 	}
-	s.Revocations.Close()
 	s.stopAudit()
 	<-s.auditDone
 	s.stopWebhooks()
 	<-s.webhooksDone
+	if s.Scheduler != nil {
+		s.stopScheduler()
+		<-s.schedulerDone
+	}
 	if e := s.store.Close(); e != nil && err == nil {
 		err = e
 	}
@@ -172,7 +193,9 @@ func startWithStore(ctx context.Context, cfg ServerConfig, st store.Store, ring 
 	rcfg := cfg.Revocations
 	rcfg.Clock, rcfg.Logger = cfg.Clock, cfg.Logger
 	reg := revocation.New(rcfg)
-	auth, err := authority.New(ctx, authority.Config{Store: webhook.WakeOnEvents(store.NotifyRevocations(st, reg.Notify), wake), KEKs: ring, Logger: cfg.Logger, Issuer: cfg.Issuer, Clock: cfg.Clock, WebhookAllowPrivate: allowPrivate, Dev: cfg.Dev})
+	// Commits that start a re-sign job wake the lifecycle scheduler.
+	schedWake := make(chan struct{}, 1)
+	auth, err := authority.New(ctx, authority.Config{Store: scheduler.WakeOnResign(webhook.WakeOnEvents(store.NotifyRevocations(st, reg.Notify), wake), schedWake), KEKs: ring, Logger: cfg.Logger, Issuer: cfg.Issuer, Clock: cfg.Clock, WebhookAllowPrivate: allowPrivate, Dev: cfg.Dev})
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +219,7 @@ func startWithStore(ctx context.Context, cfg ServerConfig, st store.Store, ring 
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	metrics := api.NewMetrics()
-	h := api.New(api.Config{Authority: auth, Logger: cfg.Logger, Metrics: metrics, Revocations: reg, Ready: func(ctx context.Context) error {
+	h := api.New(api.Config{Authority: auth, Logger: cfg.Logger, Metrics: metrics, Revocations: reg, TrustedProxies: cfg.TrustForwardedFor, Ready: func(ctx context.Context) error {
 		if err := st.Ping(ctx); err != nil {
 			return err
 		}
@@ -213,6 +236,15 @@ func startWithStore(ctx context.Context, cfg ServerConfig, st store.Store, ring 
 	wctx, stopWebhooks := context.WithCancel(context.WithoutCancel(ctx))
 	rs.Webhooks, rs.stopWebhooks, rs.webhooksDone = disp, stopWebhooks, make(chan struct{})
 	go func() { defer close(rs.webhooksDone); _ = disp.Run(wctx) }()
+	if cfg.SchedulerInterval >= 0 {
+		sched, err := scheduler.New(scheduler.Config{Authority: auth, Store: st, Interval: cfg.SchedulerInterval, Logger: cfg.Logger, Wake: schedWake})
+		if err != nil {
+			return nil, err
+		}
+		sctx, stopScheduler := context.WithCancel(context.WithoutCancel(ctx))
+		rs.Scheduler, rs.stopScheduler, rs.schedulerDone = sched, stopScheduler, make(chan struct{})
+		go func() { defer close(rs.schedulerDone); _ = sched.Run(sctx) }()
+	}
 	go func() { rs.done <- hs.Serve(ln) }()
 	cfg.Logger.Info("keyward listening", "addr", rs.Addr, "dev", cfg.Dev)
 	return rs, nil
@@ -266,6 +298,7 @@ func bootstrap(ctx context.Context, cfg ServerConfig, auth *authority.Authority)
 func serverCmd(e *env) *cobra.Command {
 	var cfg ServerConfig
 	var logLevel, logFormat string
+	var trustXFF []string
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run the Keyward server",
@@ -285,6 +318,11 @@ func serverCmd(e *env) *cobra.Command {
 				return usageError(fmt.Errorf("log format %q: want text or json", logFormat))
 			}
 			cfg.Stdout = e.stdout
+			proxies, err := parseProxies(trustXFF)
+			if err != nil {
+				return usageError(err)
+			}
+			cfg.TrustForwardedFor = proxies
 			if cfg.Dev && cfg.DataDir == "" {
 				cfg.DataDir = "keyward-data"
 			}
@@ -312,7 +350,9 @@ func serverCmd(e *env) *cobra.Command {
 	f.StringVar(&cfg.Keystore, "keystore", "local", "keystore: local (pkcs11 is not implemented yet)")
 	f.StringVar(&cfg.Issuer, "issuer", "keyward", "issuer (iss) of certificates and leases; also the origin of audit checkpoints")
 	f.DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", authority.DefaultCheckpointInterval, "how often new audit entries get a signed checkpoint")
+	f.DurationVar(&cfg.SchedulerInterval, "scheduler-interval", scheduler.DefaultInterval, "time between lifecycle scheduler ticks (rotation, re-signing, expiry, destruction)")
 	f.BoolVar(&cfg.WebhookAllowPrivate, "webhook-allow-private", false, "let webhook endpoints name loopback and private addresses (implied by --dev; unsafe in production: SSRF)")
+	f.StringSliceVar(&trustXFF, "trust-forwarded-for", nil, "reverse proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For gives the client address for abuse counters; default: trust none")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json (structured logs on stderr)")
 	return c

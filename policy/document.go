@@ -96,13 +96,17 @@ type Licenses struct {
 	OfflineGrace   time.Duration
 	MaxMachines    int
 	ReissueGrace   time.Duration
+	ExpiringNotice time.Duration
 	Retire         []keyward.PolicyRule
 }
 
 // Revocation is spec.revocation.
 type Revocation struct {
-	Approvals   int
-	AutoSuspend []keyward.PolicyRule
+	Approvals           int
+	AutoSuspend         []keyward.PolicyRule
+	AutoSuspendCooldown time.Duration
+	AutoSuspendCeiling  int
+	SuspendOnSignal     []string
 }
 
 // Duties is spec.duties.
@@ -144,9 +148,18 @@ func (d *Document) Policy() *keyward.Policy {
 	set("spec.licenses.offlineGrace", func() { p.OfflineGrace = s.Licenses.OfflineGrace })
 	set("spec.licenses.maxMachines", func() { p.MaxMachines = s.Licenses.MaxMachines })
 	set("spec.licenses.reissueGrace", func() { p.ReissueGrace = s.Licenses.ReissueGrace })
+	set("spec.licenses.expiringNotice", func() { p.ExpiringNotice = s.Licenses.ExpiringNotice })
 	set("spec.licenses.retire", func() { p.Retire = s.Licenses.Retire })
 	set("spec.revocation.approvals", func() { p.RevocationApprovals = s.Revocation.Approvals })
 	set("spec.revocation.autoSuspend", func() { p.AutoSuspend = s.Revocation.AutoSuspend })
+	set("spec.revocation.autoSuspendCooldown", func() { p.AutoSuspendCooldown = s.Revocation.AutoSuspendCooldown })
+	set("spec.revocation.autoSuspendCeiling", func() { p.AutoSuspendCeiling = s.Revocation.AutoSuspendCeiling })
+	set("spec.revocation.suspendOnSignal", func() {
+		p.SuspendOnSignal = make([]keyward.SignalKind, len(s.Revocation.SuspendOnSignal))
+		for i, k := range s.Revocation.SuspendOnSignal {
+			p.SuspendOnSignal[i] = keyward.SignalKind(k)
+		}
+	})
 	set("spec.duties.separate", func() { p.Duties = s.Duties.Separate })
 	set("spec.mfa", func() { p.MFA = s.MFA })
 	return p
@@ -462,6 +475,7 @@ func (p *parser) document(n *yaml.Node) {
 						field{"offlineGrace", false, p.duration(&l.OfflineGrace)},
 						field{"maxMachines", false, p.integer(&l.MaxMachines)},
 						field{"reissueGrace", false, p.duration(&l.ReissueGrace)},
+						field{"expiringNotice", false, p.duration(&l.ExpiringNotice)},
 						field{"retire", false, p.rules(&l.Retire)},
 					)
 				}},
@@ -470,6 +484,9 @@ func (p *parser) document(n *yaml.Node) {
 					p.mapping(path, n,
 						field{"approvals", false, p.integer(&r.Approvals)},
 						field{"autoSuspend", false, p.rules(&r.AutoSuspend)},
+						field{"autoSuspendCooldown", false, p.duration(&r.AutoSuspendCooldown)},
+						field{"autoSuspendCeiling", false, p.integer(&r.AutoSuspendCeiling)},
+						field{"suspendOnSignal", false, p.list(&r.SuspendOnSignal)},
 					)
 				}},
 				field{"duties", false, func(path string, n *yaml.Node) {

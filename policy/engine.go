@@ -71,7 +71,15 @@ const (
 	RuleNoActiveKey  = "noActiveKey"  // a ring without an active key is repaired at once
 	RuleDestroyAfter = "destroyAfter" // destruction of retired keys
 	RuleExpiry       = "expiry"       // a license's expires_at
+	// RuleExpiringNotice is the lead time of license.expiring notices
+	// (licenses.expiringNotice; see ExpiringNotice).
+	RuleExpiringNotice = "expiringNotice"
 )
+
+// ActionNotifyExpiring announces a license's coming expiry. ExpiringNotice
+// returns it; Decide never does (it is a notice, not a state change), so it
+// is not among Actions and policy test cases cannot expect it.
+const ActionNotifyExpiring Action = "notify-expiring"
 
 // Decision is one action that is due. The authority (scheduler, validation
 // path) carries it out and records PolicyVersion and Rule in the audit
@@ -164,9 +172,43 @@ func (c *Compiled) Decide(s State, now time.Time) ([]Decision, error) {
 	return out, nil
 }
 
-// decideKeys adds the key decisions and returns the active key (zero if none).
+// decideKeys adds the key decisions due at now and returns the active key
+// (zero if none).
 func (c *Compiled) decideKeys(keys []Key, now time.Time, add func(Action, string, string, time.Time, string, ...any)) Key {
+	cands, active := c.keyCandidates(keys, now, false)
+	for _, d := range cands {
+		if !now.Before(d.Due) {
+			add(d.Action, d.Target, d.Rule, d.Due, "%s", d.Reason)
+		}
+	}
+	if active == nil {
+		return Key{}
+	}
+	return *active
+}
+
+// Upcoming returns the key decisions of one ring that are due at now or
+// will fall due later if nothing else changes, ordered by due time (stable):
+// what Decide will return, and when. It adds what follows from decisions
+// not taken yet: after a rotate, the activation of the successor (Target
+// "", not generated yet) and the retirement of the active key at rotateEvery,
+// and the destruction of the key being retired destroyAfter later. It
+// reads nothing but its arguments.
+func (c *Compiled) Upcoming(keys []Key, now time.Time) []Decision {
+	cands, _ := c.keyCandidates(keys, now, true)
+	slices.SortStableFunc(cands, func(a, b Decision) int { return a.Due.Compare(b.Due) })
+	return cands
+}
+
+// keyCandidates returns the key decisions of one ring with their due
+// times, due or not, in Decide's order, and the active key. With project,
+// it adds the decisions that follow from those not taken yet.
+func (c *Compiled) keyCandidates(keys []Key, now time.Time, project bool) ([]Decision, *Key) {
 	p := &c.policy
+	var out []Decision
+	add := func(a Action, target, rule string, due time.Time, format string, args ...any) {
+		out = append(out, Decision{Action: a, Target: target, Rule: rule, Due: due, Reason: fmt.Sprintf(format, args...), PolicyVersion: p.Version})
+	}
 	var active, pending *Key
 	for i := range keys {
 		k := &keys[i]
@@ -194,9 +236,13 @@ func (c *Compiled) decideKeys(keys []Key, now time.Time, add func(Action, string
 		}
 		due := since.Add(p.RotateEvery)
 		if pending == nil {
-			if at := due.Add(-p.Prepublish); !now.Before(at) {
-				add(ActionRotate, "", RuleRotateEvery, at, "active key %s reaches rotateEvery %s at %s: pre-publish its successor %s ahead",
-					active.KID, formatDuration(p.RotateEvery), due.UTC().Format(time.RFC3339), formatDuration(p.Prepublish))
+			add(ActionRotate, "", RuleRotateEvery, due.Add(-p.Prepublish), "active key %s reaches rotateEvery %s at %s: pre-publish its successor %s ahead",
+				active.KID, formatDuration(p.RotateEvery), due.UTC().Format(time.RFC3339), formatDuration(p.Prepublish))
+			if project {
+				add(ActionActivate, "", RuleRotateEvery, due, "the successor generated at rotation takes over from %s (projected)", active.KID)
+				add(ActionRetire, active.KID, RuleRotateEvery, due, "active key %s is superseded and becomes verify-only (projected)", active.KID)
+				add(ActionDestroy, active.KID, RuleDestroyAfter, due.Add(p.DestroyAfter), "key %s passes destroyAfter %s after its retirement (projected)",
+					active.KID, formatDuration(p.DestroyAfter))
 			}
 			break
 		}
@@ -204,10 +250,12 @@ func (c *Compiled) decideKeys(keys []Key, now time.Time, add func(Action, string
 		if pub := pending.CreatedAt.Add(p.Prepublish); pub.After(at) {
 			at = pub
 		}
-		if !now.Before(at) {
-			add(ActionActivate, pending.KID, RuleRotateEvery, at, "pending key %s takes over from %s: rotateEvery %s elapsed and it was published %s ahead",
-				pending.KID, active.KID, formatDuration(p.RotateEvery), formatDuration(p.Prepublish))
-			add(ActionRetire, active.KID, RuleRotateEvery, at, "active key %s is superseded by %s and becomes verify-only", active.KID, pending.KID)
+		add(ActionActivate, pending.KID, RuleRotateEvery, at, "pending key %s takes over from %s: rotateEvery %s elapsed and it was published %s ahead",
+			pending.KID, active.KID, formatDuration(p.RotateEvery), formatDuration(p.Prepublish))
+		add(ActionRetire, active.KID, RuleRotateEvery, at, "active key %s is superseded by %s and becomes verify-only", active.KID, pending.KID)
+		if project {
+			add(ActionDestroy, active.KID, RuleDestroyAfter, at.Add(p.DestroyAfter), "key %s passes destroyAfter %s after its retirement (projected)",
+				active.KID, formatDuration(p.DestroyAfter))
 		}
 	}
 	var retired []*Key
@@ -218,13 +266,28 @@ func (c *Compiled) decideKeys(keys []Key, now time.Time, add func(Action, string
 	}
 	slices.SortFunc(retired, func(a, b *Key) int { return a.RetiredAt.Compare(b.RetiredAt) })
 	for _, k := range retired {
-		if at := k.RetiredAt.Add(p.DestroyAfter); !now.Before(at) {
-			add(ActionDestroy, k.KID, RuleDestroyAfter, at, "retired key %s passed destroyAfter %s (retired %s): erase its private material",
-				k.KID, formatDuration(p.DestroyAfter), k.RetiredAt.UTC().Format(time.RFC3339))
-		}
+		add(ActionDestroy, k.KID, RuleDestroyAfter, k.RetiredAt.Add(p.DestroyAfter), "retired key %s passed destroyAfter %s (retired %s): erase its private material",
+			k.KID, formatDuration(p.DestroyAfter), k.RetiredAt.UTC().Format(time.RFC3339))
 	}
-	if active == nil {
-		return Key{}
+	return out, active
+}
+
+// ExpiringNotice returns the license.expiring notice due for l at now: l
+// is active, has an expiry, and now is within licenses.expiringNotice
+// before it (not after it: an expired license gets ActionExpire from
+// Decide instead). Due is expires_at - expiringNotice. It reads nothing but
+// its arguments.
+func (c *Compiled) ExpiringNotice(l License, now time.Time) (Decision, bool) {
+	p := &c.policy
+	if keyward.LicenseState(l.State) != keyward.LicenseActive || l.ExpiresAt.IsZero() || p.ExpiringNotice <= 0 || !now.Before(l.ExpiresAt) {
+		return Decision{}, false
 	}
-	return *active
+	due := l.ExpiresAt.Add(-p.ExpiringNotice)
+	if now.Before(due) {
+		return Decision{}, false
+	}
+	return Decision{
+		Action: ActionNotifyExpiring, Target: l.ID, Rule: RuleExpiringNotice, Due: due, PolicyVersion: p.Version,
+		Reason: fmt.Sprintf("license %s expires at %s, within expiringNotice %s", l.ID, l.ExpiresAt.UTC().Format(time.RFC3339), formatDuration(p.ExpiringNotice)),
+	}, true
 }

@@ -58,6 +58,7 @@ func Format(p *keyward.Policy) []byte {
 		"offlineGrace", dur(p.OfflineGrace),
 		"maxMachines", num(p.MaxMachines),
 		"reissueGrace", dur(p.ReissueGrace),
+		"expiringNotice", dur(p.ExpiringNotice),
 		"retire", rules(p.Retire),
 	)
 	doc := mapping(0,
@@ -77,6 +78,9 @@ func Format(p *keyward.Policy) []byte {
 			"revocation", mapping(0,
 				"approvals", num(p.RevocationApprovals),
 				"autoSuspend", rules(p.AutoSuspend),
+				"autoSuspendCooldown", dur(p.AutoSuspendCooldown),
+				"autoSuspendCeiling", num(p.AutoSuspendCeiling),
+				"suspendOnSignal", flow(signalKinds(p.SuspendOnSignal)...),
 			),
 			"duties", mapping(0, "separate", duties),
 			"mfa", flow(p.MFA...),

@@ -31,6 +31,8 @@ const (
 	MaxMachines = 100000
 	// MaxApprovals bounds revocation.approvals.
 	MaxApprovals = 10
+	// MaxExpiringNotice bounds licenses.expiringNotice.
+	MaxExpiringNotice = 365 * 24 * time.Hour
 )
 
 // Algorithms lists the signing algorithms Keyward implements.
@@ -59,6 +61,7 @@ func Lint(d *Document, opts LintOptions) Problems {
 	l.signingKeys()
 	l.licenses()
 	l.revocation(opts)
+	l.autoSuspendGuards()
 	l.rules()
 	l.permissions(opts)
 	return l.problems
@@ -191,6 +194,16 @@ func (l *linter) licenses() {
 	}
 	if p.MaxMachines < 0 || p.MaxMachines > MaxMachines {
 		l.fail(lp+"maxMachines", "%d: want 0 (no limit) to %d", p.MaxMachines, MaxMachines)
+	}
+	// The expiring notice is a lead time: a license must not be
+	// "expiring" from the moment it is issued.
+	l.positive(lp+"expiringNotice", p.ExpiringNotice)
+	switch {
+	case p.ExpiringNotice > MaxExpiringNotice:
+		l.fail(lp+"expiringNotice", "%s is longer than 365d: notices that early are not upcoming changes", l.dur(lp+"expiringNotice", p.ExpiringNotice))
+	case p.ExpiringNotice > 0 && p.LicenseDuration > 0 && p.ExpiringNotice >= p.LicenseDuration:
+		l.fail(lp+"expiringNotice", "%s is not shorter than spec.licenses.duration %s: every new license would be announced as expiring when it is issued",
+			l.dur(lp+"expiringNotice", p.ExpiringNotice), l.dur(lp+"duration", p.LicenseDuration))
 	}
 }
 

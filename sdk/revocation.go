@@ -533,6 +533,8 @@ func (c *RevocationCache) Close() error {
 // RevocationSnapshot fetches the signed snapshot of product ("" = the
 // whole registry), not verified: apply it to a RevocationCache. With etag
 // set (an earlier answer's), an unchanged snapshot returns notModified.
+// maxSize bounds the body (0 = revocation.MaxDocumentSize). The Client's
+// HTTP timeout applies: give a large registry's clients a longer one.
 func (c *Client) RevocationSnapshot(ctx context.Context, product, etag string, maxSize int) (token, newETag string, notModified bool, err error) {
 	q := url.Values{}
 	if product != "" {

@@ -71,6 +71,8 @@ type Tx interface {
 	RevocationTx
 	WebhookTx
 	GovernanceTx
+	AbuseTx
+	LifecycleTx
 
 	CreateProduct(p *keyward.Product) error
 	Product(idOrName string) (*keyward.Product, error)

@@ -89,6 +89,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	runRevocation(t, open)
 	runWebhook(t, open)
 	runGovernance(t, open)
+	runLifecycle(t, open)
+	runAbuse(t, open)
 }
 
 // t0 is the suite's epoch: microsecond precision, UTC.

@@ -1,0 +1,390 @@
+package authority
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/keys"
+	"github.com/keyward/keyward/store"
+)
+
+// Bulk re-signing (docs/lifecycle.md): every license's current
+// certificate (the last one checked out, stored by Checkout) says which key
+// signed it. When a license key stops signing — retired by a rotation or a
+// rollback, or compromised — a re-sign job for it starts in the same
+// transaction. The job re-signs, with the ring's active key, the current
+// certificates that key signed which are still live, for active licenses,
+// in batches: each batch is one transaction that writes the new
+// certificates, advances the job's cursor (the last license id handled),
+// records the batch's step and its audit entry, so an interrupted batch
+// runs again from the last committed cursor and a committed one never
+// runs twice.
+//
+// A re-signed certificate is a new certificate of the license (new jti,
+// iat, current entitlements and policy version) with the expiry of the one
+// it replaces (capped by the license's expiry): re-signing never extends
+// what a holder may do offline. Certificates of licenses that are not
+// active are skipped (nothing new is signed for them). Leases are not
+// tracked: they live leaseTTL (minutes) and the next renewal is signed by
+// the active key.
+
+// DefaultResignBatch is how many certificates one re-sign batch handles.
+const DefaultResignBatch = 500
+
+// Re-sign reasons.
+const (
+	ResignRetired     = "retired"
+	ResignCompromised = "compromised"
+)
+
+// startResign starts (or, for a key compromised during its job, upgrades)
+// the re-sign job of k, which just stopped signing. Registry keys sign no
+// certificates and get none.
+func (a *Authority) startResign(ctx context.Context, tx store.Tx, now time.Time, k *keyward.SigningKey) error {
+	if k.Purpose != keyward.PurposeLicense {
+		return nil
+	}
+	reason := ResignRetired
+	if k.State == keyward.KeyCompromised {
+		reason = ResignCompromised
+	}
+	j, err := tx.ResignJob(k.KID)
+	switch {
+	case err == nil && j.State == store.ResignRunning:
+		if j.Reason == reason {
+			return nil
+		}
+		j.Reason, j.UpdatedAt = reason, now // retired, then compromised: the job goes on, now for a compromise
+		if err := tx.PutResignJob(j); err != nil {
+			return err
+		}
+		return a.record(ctx, tx, now, change{
+			action: "key.resign_start", event: "key.resign_started", targetType: "key", targetID: k.KID,
+			before: store.ResignRunning, after: store.ResignRunning, reason: "key compromised while its certificates were being re-signed",
+			details: resignDetails(j),
+		})
+	case err == nil:
+	case keyward.ErrorCode(err) == keyward.ENotFound:
+		j = &store.ResignJob{KID: k.KID, ProductID: k.ProductID, CreatedAt: now}
+	default:
+		return err
+	}
+	total, err := tx.CountCertificates(store.CertificateFilter{KID: k.KID, LiveAt: now, ActiveOnly: true})
+	if err != nil {
+		return err
+	}
+	before := j.State
+	j.Reason, j.State, j.Runs, j.Total, j.Done, j.Skipped, j.Cursor = reason, store.ResignRunning, j.Runs+1, total, 0, 0, ""
+	j.UpdatedAt, j.FinishedAt = now, nil
+	if err := tx.PutResignJob(j); err != nil {
+		return err
+	}
+	return a.record(ctx, tx, now, change{
+		action: "key.resign_start", event: "key.resign_started", targetType: "key", targetID: k.KID,
+		before: before, after: store.ResignRunning,
+		reason: fmt.Sprintf("key %s: re-sign %d live certificates with the active key", reason, total), details: resignDetails(j),
+	})
+}
+
+func resignDetails(j *store.ResignJob) map[string]any {
+	return map[string]any{
+		"product_id": j.ProductID, "reason": j.Reason, "run": j.Runs, "total": j.Total, "done": j.Done,
+		"skipped": j.Skipped, "cursor": j.Cursor,
+	}
+}
+
+// ResignProgress is one batch's outcome.
+type ResignProgress struct {
+	Job      *store.ResignJob
+	Resigned int  // certificates re-signed by this batch
+	Finished bool // the job ended with this batch
+}
+
+// ResignBatch runs one batch of the oldest running re-sign job: at most
+// limit certificates (0 = DefaultResignBatch). It returns nil when no job
+// is running. A job whose key is active again (rollback) is cancelled.
+func (a *Authority) ResignBatch(ctx context.Context, limit int) (*ResignProgress, error) {
+	if limit <= 0 {
+		limit = DefaultResignBatch
+	}
+	ctx = keyward.NewContextWithPrincipal(ctx, schedulerPrincipal)
+	var out *ResignProgress
+	err := a.store.Update(ctx, func(tx store.Tx) error {
+		out = nil
+		jobs, err := tx.ResignJobs(store.ResignRunning)
+		if err != nil || len(jobs) == 0 {
+			return err
+		}
+		out, err = a.resignBatch(ctx, tx, a.clock.Now(), jobs[0], limit)
+		return err
+	})
+	return out, err
+}
+
+// resignBatch re-signs the next batch of job j.
+func (a *Authority) resignBatch(ctx context.Context, tx store.Tx, now time.Time, j *store.ResignJob, limit int) (*ResignProgress, error) {
+	stepKey := fmt.Sprintf("resign:%s:%d:%s", j.KID, j.Runs, j.Cursor)
+	if _, err := tx.Step(stepKey); err == nil {
+		return nil, fmt.Errorf("re-sign job %s: batch %s already ran but the job did not move", j.KID, stepKey)
+	} else if keyward.ErrorCode(err) != keyward.ENotFound {
+		return nil, err
+	}
+	k, err := tx.Key(j.KID)
+	if err != nil {
+		return nil, err
+	}
+	if k.State == keyward.KeyActive {
+		return a.finishResign(ctx, tx, now, j, store.ResignCancelled, "the key is active again", 0)
+	}
+	p, err := tx.Product(j.ProductID)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := a.policy(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := a.activeSigner(tx, keyward.LicenseRing(p.ID))
+	if err != nil {
+		return nil, err
+	}
+	certs, err := tx.Certificates(store.CertificateFilter{KID: j.KID, LiveAt: now, AfterLicense: j.Cursor, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(certs))
+	for i, c := range certs {
+		ids[i] = c.LicenseID
+	}
+	ls, err := tx.LicensesByID(ids)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]*keyward.License, len(ls))
+	for _, l := range ls {
+		byID[l.ID] = l
+	}
+	var todo []resignItem
+	skipped := 0
+	for _, c := range certs {
+		l := byID[c.LicenseID]
+		if l == nil || l.State != keyward.LicenseActive || l.Expired(now) {
+			skipped++
+			continue
+		}
+		jti, err := a.newID("crt")
+		if err != nil {
+			return nil, err
+		}
+		todo = append(todo, resignItem{l: l, exp: c.ExpiresAt, jti: jti})
+	}
+	signed, err := a.signAll(signer, p, pol, now, todo)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.PutCertificates(signed); err != nil {
+		return nil, err
+	}
+	if len(certs) > 0 {
+		j.Cursor = certs[len(certs)-1].LicenseID
+	}
+	j.Done += len(signed)
+	j.Skipped += skipped
+	j.UpdatedAt = now
+	if err := tx.RecordStep(&store.Step{Key: stepKey, Kind: "resign", Target: j.KID, DoneAt: now}); err != nil {
+		return nil, err
+	}
+	if len(signed) > 0 || skipped > 0 {
+		resigned := make([]string, len(signed))
+		for i, c := range signed {
+			resigned[i] = c.LicenseID
+		}
+		d := resignDetails(j)
+		d["licenses"], d["signed_by"], d["batch_skipped"] = resigned, signer.KID(), skipped
+		if err := a.record(ctx, tx, now, change{
+			action: "key.resign_batch", event: "key.resign_progress", targetType: "key", targetID: j.KID,
+			before: store.ResignRunning, after: store.ResignRunning,
+			reason: fmt.Sprintf("re-signed %d certificates with %s (%d of %d)", len(signed), signer.KID(), j.Done, j.Total), details: d,
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if len(certs) < limit {
+		return a.finishResign(ctx, tx, now, j, store.ResignDone, fmt.Sprintf("no live certificate of an active license depends on %s any more", j.KID), len(signed))
+	}
+	if err := tx.PutResignJob(j); err != nil {
+		return nil, err
+	}
+	return &ResignProgress{Job: j, Resigned: len(signed)}, nil
+}
+
+func (a *Authority) finishResign(ctx context.Context, tx store.Tx, now time.Time, j *store.ResignJob, state, why string, resigned int) (*ResignProgress, error) {
+	j.State, j.UpdatedAt, j.FinishedAt = state, now, &now
+	if err := tx.PutResignJob(j); err != nil {
+		return nil, err
+	}
+	if err := a.record(ctx, tx, now, change{
+		action: "key.resign_complete", event: "key.resign_completed", targetType: "key", targetID: j.KID,
+		before: store.ResignRunning, after: state, reason: why, details: resignDetails(j),
+	}); err != nil {
+		return nil, err
+	}
+	return &ResignProgress{Job: j, Resigned: resigned, Finished: true}, nil
+}
+
+type resignItem struct {
+	l   *keyward.License
+	exp time.Time
+	jti string
+}
+
+// signAll signs the certificates of items on GOMAXPROCS goroutines (the
+// store work of the batch stays on the caller's).
+func (a *Authority) signAll(signer keys.Signer, p *keyward.Product, pol *keyward.Policy, now time.Time, items []resignItem) ([]*store.Certificate, error) {
+	out := make([]*store.Certificate, len(items))
+	errs := make([]error, len(items))
+	workers := min(runtime.GOMAXPROCS(0), len(items))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(items); i += workers {
+				it := items[i]
+				c, err := a.signCertificate(signer, p, pol, it.l, now, it.exp, it.jti)
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				out[i] = &store.Certificate{LicenseID: it.l.ID, ProductID: p.ID, KID: c.KID, JTI: c.JTI, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt, Token: c.Token}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ReconcileResign starts a new run of the job of every license key that
+// no longer signs but still has live certificates of active licenses and
+// no running job (a license reinstated after its key's job ended). It
+// returns how many runs it started.
+func (a *Authority) ReconcileResign(ctx context.Context) (int, error) {
+	ctx = keyward.NewContextWithPrincipal(ctx, schedulerPrincipal)
+	var stale []string
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		now := a.clock.Now()
+		ks, err := tx.Keys(store.KeyFilter{Purpose: keyward.PurposeLicense, States: []keyward.KeyState{keyward.KeyRetired, keyward.KeyCompromised}})
+		if err != nil {
+			return err
+		}
+		for _, k := range ks {
+			if j, err := tx.ResignJob(k.KID); err == nil && j.State == store.ResignRunning {
+				continue
+			} else if err != nil && keyward.ErrorCode(err) != keyward.ENotFound {
+				return err
+			}
+			n, err := tx.CountCertificates(store.CertificateFilter{KID: k.KID, LiveAt: now, ActiveOnly: true})
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				stale = append(stale, k.KID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	started := 0
+	for _, kid := range stale {
+		err := a.store.Update(ctx, func(tx store.Tx) error {
+			k, err := tx.Key(kid)
+			if err != nil {
+				return err
+			}
+			if k.State != keyward.KeyRetired && k.State != keyward.KeyCompromised {
+				return nil
+			}
+			if j, err := tx.ResignJob(kid); err == nil && j.State == store.ResignRunning {
+				return nil
+			}
+			started++
+			return a.startResign(ctx, tx, a.clock.Now(), k)
+		})
+		if err != nil {
+			return started, err
+		}
+	}
+	return started, nil
+}
+
+// Exposure is what still depends on a signing key.
+type Exposure struct {
+	// LiveCertificates counts current certificates of active licenses
+	// signed by the key that have not expired: they stop verifying when
+	// the key leaves JWKS, is destroyed or compromised.
+	LiveCertificates int
+	// InactiveCertificates counts unexpired current certificates signed
+	// by the key whose license is not active (suspended, revoked, …): not
+	// re-signed; relying parties refuse them through the revocation
+	// registry.
+	InactiveCertificates int
+	// Job is the key's re-sign job, nil if it never had one.
+	Job *store.ResignJob
+}
+
+// KeyExposure reports the live artifacts that depend on a key. Leases are
+// not counted: they are short-lived (policy leaseTTL) and not stored.
+func (a *Authority) KeyExposure(ctx context.Context, kid string) (*Exposure, error) {
+	out := &Exposure{}
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		k, err := tx.Key(kid)
+		if err != nil {
+			return err
+		}
+		if outOfScope(ctx, k.ProductID) {
+			return scopeNotFound("key", kid)
+		}
+		now := a.clock.Now()
+		all, err := tx.CountCertificates(store.CertificateFilter{KID: kid, LiveAt: now})
+		if err != nil {
+			return err
+		}
+		if out.LiveCertificates, err = tx.CountCertificates(store.CertificateFilter{KID: kid, LiveAt: now, ActiveOnly: true}); err != nil {
+			return err
+		}
+		out.InactiveCertificates = all - out.LiveCertificates
+		j, err := tx.ResignJob(kid)
+		switch {
+		case err == nil:
+			out.Job = j
+		case keyward.ErrorCode(err) != keyward.ENotFound:
+			return err
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ResignJob returns the re-sign job of a key: ENotFound for an unknown key
+// or a key that never had one.
+func (a *Authority) ResignJob(ctx context.Context, kid string) (*store.ResignJob, error) {
+	e, err := a.KeyExposure(ctx, kid)
+	if err != nil {
+		return nil, err
+	}
+	if e.Job == nil {
+		return nil, keyward.Errorf(keyward.ENotFound, "key %s has no re-sign job: it never stopped signing, or is not a license key", kid)
+	}
+	return e.Job, nil
+}

@@ -1,0 +1,284 @@
+package authority
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"testing"
+)
+
+// t0 is an arbitrary unix second (not on a minute or hour boundary).
+const t0 = int64(1_790_000_017)
+
+func observeN(tr *usageTracker, id string, n int, o observation) observed {
+	var ob observed
+	for range n {
+		ob = tr.observe(id, o)
+	}
+	return ob
+}
+
+func TestUsageValidationsPerMinute(t *testing.T) {
+	tr := newUsageTracker(0)
+	at := func(sec int64) observation { return observation{now: t0 + sec} }
+	steps := []struct {
+		sec  int64
+		n    int
+		want int // validations_per_minute after
+	}{
+		{0, 10, 10},
+		{30, 5, 15},
+		{59, 1, 16},      // the window is the current second and the 59 before
+		{60, 1, 7},       // second 0 left the window: 5 + 1 + 1
+		{89, 0, 0},       // nothing counted: see snapshot below
+		{90, 1, 3},       // second 30 left too: 1 (59) + 1 (60) + 1
+		{200, 1, 1},      // everything older than a minute is gone
+		{199, 1, 2},      // a clock stepping back counts into the newest second
+		{10_000, 3, 3},   // long idle
+		{10_059, 1, 4},   // still in
+		{10_060, 65, 66}, // the 3 of second 10 000 left
+	}
+	for _, s := range steps {
+		if s.n == 0 {
+			continue
+		}
+		ob := observeN(tr, "l1", s.n, at(s.sec))
+		if got := ob.usage.ValidationsPerMinute; got != s.want {
+			t.Errorf("after %d validations at +%ds: validations_per_minute = %d, want %d", s.n, s.sec, got, s.want)
+		}
+	}
+	// A snapshot moves the window without counting.
+	if u, ok := tr.snapshot("l1", t0+10_119); !ok || u.ValidationsPerMinute != 65 {
+		t.Errorf("snapshot at +10119s = %+v, %v; want 65 (the second 10 059 left)", u, ok)
+	}
+	if u, _ := tr.snapshot("l1", t0+10_120); u.ValidationsPerMinute != 0 {
+		t.Errorf("snapshot at +10120s = %d, want 0", u.ValidationsPerMinute)
+	}
+	if _, ok := tr.snapshot("l2", t0); ok {
+		t.Error("snapshot of an untracked license: ok = true")
+	}
+}
+
+func TestUsageSecondBucketSaturates(t *testing.T) {
+	tr := newUsageTracker(0)
+	ob := observeN(tr, "l1", math.MaxUint16+10, observation{now: t0})
+	if got := ob.usage.ValidationsPerMinute; got != math.MaxUint16 {
+		t.Errorf("validations_per_minute after %d in one second = %d, want %d (saturated)", math.MaxUint16+10, got, math.MaxUint16)
+	}
+	if ob = tr.observe("l1", observation{now: t0 + 1}); ob.usage.ValidationsPerMinute != math.MaxUint16+1 {
+		t.Errorf("next second: %d, want %d", ob.usage.ValidationsPerMinute, math.MaxUint16+1)
+	}
+}
+
+func TestUsageFailedInRow(t *testing.T) {
+	tr := newUsageTracker(0)
+	seq := []struct {
+		o    outcome
+		want int
+	}{
+		{outcomeFailed, 1}, {outcomeFailed, 2}, {outcomeNeutral, 2}, {outcomeFailed, 3}, {outcomeValid, 0}, {outcomeFailed, 1},
+	}
+	for i, s := range seq {
+		ob := tr.observe("l1", observation{now: t0 + int64(i), outcome: s.o})
+		if got := ob.usage.FailedValidationsInRow; got != s.want {
+			t.Errorf("step %d: failed_validations_in_row = %d, want %d", i, got, s.want)
+		}
+	}
+}
+
+func TestUsageDistinctFingerprints(t *testing.T) {
+	tr := newUsageTracker(0)
+	fp := func(sec int64, f string) int {
+		return tr.observe("l1", observation{now: t0 + sec, fingerprint: f}).usage.DistinctFingerprints24h
+	}
+	const h = 3600
+	steps := []struct {
+		sec  int64
+		fp   string
+		want int
+	}{
+		{0, "a", 1},
+		{1, "a", 1},
+		{2, "b", 2},
+		{3, "", 2}, // no fingerprint given
+		{12 * h, "c", 3},
+		{24*h - 1, "d", 4}, // "a" seen at +1s is still in
+		{24*h + 1, "e", 4}, // "a" (last at +1s) left; "b" (+2s) is 24 h - 1 s old: b, c, d, e
+		{24*h + 2, "f", 4}, // "b" left: c, d, e, f
+		{24*h + 3, "a", 5}, // "a" again
+		{36*h + 1, "g", 5}, // "c" left: d, e, f, a, g
+	}
+	for _, s := range steps {
+		if got := fp(s.sec, s.fp); got != s.want {
+			t.Errorf("fingerprint %q at +%ds: distinct_fingerprints_24h = %d, want %d", s.fp, s.sec, got, s.want)
+		}
+	}
+}
+
+func TestUsageDistinctNetworks(t *testing.T) {
+	tr := newUsageTracker(0)
+	steps := []struct {
+		addr string
+		want int
+	}{
+		{"", 0},
+		{"192.0.2.1", 1},
+		{"192.0.2.254", 1},        // same /24
+		{"::ffff:192.0.2.77", 1},  // IPv4-mapped: the same /24
+		{"192.0.3.1", 2},          // another /24
+		{"2001:db8:1:2::1", 3},    // an IPv6 /48
+		{"2001:db8:1:ffff::9", 3}, // same /48
+		{"2001:db8:2::1", 4},      // another /48
+		{"0.0.2.0", 5},            // a /24 that shares its 3 bytes with no IPv6 /48
+		{"::2:0:0:0:0:0", 6},      // an IPv6 /48 starting with zero bytes: not confused with 0.0.2.0/24
+	}
+	for i, s := range steps {
+		var a netip.Addr
+		if s.addr != "" {
+			a = netip.MustParseAddr(s.addr)
+		}
+		if got := tr.observe("l1", observation{now: t0 + int64(i), source: a}).usage.DistinctNetworks24h; got != s.want {
+			t.Errorf("source %q: distinct_networks_24h = %d, want %d", s.addr, got, s.want)
+		}
+	}
+}
+
+// TestUsageDistinctSketch checks the switch from exact counting to the
+// hourly HyperLogLog and back, and the sketch's accuracy.
+func TestUsageDistinctSketch(t *testing.T) {
+	tr := newUsageTracker(0)
+	var got int
+	for i := range exactDistinct {
+		got = tr.observe("l1", observation{now: t0, fingerprint: fmt.Sprint("m", i)}).usage.DistinctFingerprints24h
+	}
+	if got != exactDistinct {
+		t.Fatalf("%d distinct fingerprints counted %d, want exactly %d", exactDistinct, got, exactDistinct)
+	}
+	for _, n := range []int{100, 1000, 20000} {
+		for i := exactDistinct; i < n; i++ {
+			got = tr.observe("l1", observation{now: t0 + 60, fingerprint: fmt.Sprint("m", i)}).usage.DistinctFingerprints24h
+		}
+		// 64 registers: standard error 13 %; allow 3 of them.
+		if lo, hi := float64(n)*0.61, float64(n)*1.39; float64(got) < lo || float64(got) > hi {
+			t.Errorf("%d distinct fingerprints estimated %d, want within ±39 %%", n, got)
+		}
+		t.Logf("%d distinct: estimate %d (%+.1f %%)", n, got, 100*(float64(got)-float64(n))/float64(n))
+	}
+	// Repeats do not count.
+	before := got
+	for i := range 5000 {
+		got = tr.observe("l1", observation{now: t0 + 120, fingerprint: fmt.Sprint("m", i)}).usage.DistinctFingerprints24h
+	}
+	if got != before {
+		t.Errorf("repeated fingerprints moved the estimate from %d to %d", before, got)
+	}
+	// 25 hours later everything has expired: exact counting again.
+	if got = tr.observe("l1", observation{now: t0 + 25*3600, fingerprint: "new"}).usage.DistinctFingerprints24h; got != 1 {
+		t.Errorf("after 25 idle hours: distinct_fingerprints_24h = %d, want 1", got)
+	}
+}
+
+// TestUsageEvictionBounded: the tracker never holds more than its bound,
+// forgets idle licenses first, and keeps the one it just counted.
+func TestUsageEvictionBounded(t *testing.T) {
+	tr := newUsageTracker(usageShards * 4) // 4 per shard
+	for i := range 1000 {
+		tr.observe(fmt.Sprint("old", i), observation{now: t0})
+	}
+	if n := tr.tracked(); n > usageShards*4 {
+		t.Fatalf("tracked %d licenses, bound %d", n, usageShards*4)
+	}
+	// A day later, new licenses push out idle ones, never themselves.
+	for i := range 1000 {
+		id := fmt.Sprint("new", i)
+		tr.observe(id, observation{now: t0 + 2*distinctTTL})
+		if _, ok := tr.snapshot(id, t0+2*distinctTTL); !ok {
+			t.Fatalf("%s was evicted as it was counted", id)
+		}
+	}
+	if n := tr.tracked(); n > usageShards*4 {
+		t.Fatalf("tracked %d licenses, bound %d", n, usageShards*4)
+	}
+	old := 0
+	for i := range 1000 {
+		if _, ok := tr.snapshot(fmt.Sprint("old", i), t0+2*distinctTTL); ok {
+			old++
+		}
+	}
+	if old > usageShards*4/2 {
+		t.Errorf("%d idle licenses kept while new ones came in", old)
+	}
+}
+
+// TestUsageEvaluationGate checks when the rules are due (usage.go, due).
+func TestUsageEvaluationGate(t *testing.T) {
+	tr := newUsageTracker(0)
+	o := observation{now: t0, active: true, version: 1}
+	var evals []int // validations_per_minute at each evaluation
+	for range 700 {
+		if ob := tr.observe("l1", o); ob.evaluate {
+			evals = append(evals, ob.usage.ValidationsPerMinute)
+		}
+	}
+	// Exact below 256, then every 1/256.
+	for i := 1; i <= 256; i++ {
+		if evals[i-1] != i {
+			t.Fatalf("evaluations = %v…: want every value up to 256", evals[:min(len(evals), 300)])
+		}
+	}
+	for i := 1; i < len(evals); i++ {
+		if step := evals[i] - evals[i-1]; step > max(1, evals[i-1]>>evalGrowthShift) {
+			t.Errorf("evaluated at %d then %d: a step of %d", evals[i-1], evals[i], step)
+		}
+	}
+	if last := evals[len(evals)-1]; last < 698 {
+		t.Errorf("last evaluation at %d of 700", last)
+	}
+	// Something a rule reads changes: due at once.
+	if ob := tr.observe("l1", observation{now: t0, active: true, version: 1, fingerprint: "m1"}); !ob.evaluate {
+		t.Error("a new fingerprint: not due")
+	}
+	if ob := tr.observe("l1", observation{now: t0, active: true, version: 2}); !ob.evaluate {
+		t.Error("a changed license: not due")
+	}
+	if ob := tr.observe("l1", observation{now: t0, active: true, version: 2, outcome: outcomeFailed}); !ob.evaluate {
+		t.Error("a failure: not due")
+	}
+	if ob := tr.observe("l1", observation{now: t0 + evalEvery, active: true, version: 2, outcome: outcomeFailed}); !ob.evaluate {
+		t.Error("after evalEvery: not due")
+	}
+	// Not active, running or quiet: never due.
+	if ob := tr.observe("l1", observation{now: t0 + 100, active: false, version: 3}); ob.evaluate {
+		t.Error("an inactive license: due")
+	}
+	if !tr.begin("l1", t0+100) {
+		t.Fatal("begin = false")
+	}
+	if tr.begin("l1", t0+100) {
+		t.Error("a second begin while one runs = true")
+	}
+	if ob := tr.observe("l1", observation{now: t0 + 100, active: true, version: 4}); ob.evaluate {
+		t.Error("an attempt running: due")
+	}
+	tr.end("l1", t0+200)
+	if ob := tr.observe("l1", observation{now: t0 + 150, active: true, version: 5}); ob.evaluate {
+		t.Error("quiet until +200s: due at +150s")
+	}
+	if ob := tr.observe("l1", observation{now: t0 + 200, active: true, version: 5}); !ob.evaluate {
+		t.Error("quiet until +200s: not due at +200s")
+	}
+}
+
+// BenchmarkUsageObserve measures the counters' part of a validation.
+func BenchmarkUsageObserve(b *testing.B) {
+	tr := newUsageTracker(0)
+	src := netip.MustParseAddr("192.0.2.7")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int64(0)
+		for pb.Next() {
+			i++
+			tr.observe("lic_0123456789abcdefghjkmnpqrs", observation{now: t0 + i/100000, source: src, active: true, outcome: outcomeValid})
+		}
+	})
+}

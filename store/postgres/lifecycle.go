@@ -1,0 +1,208 @@
+package postgres
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/store"
+)
+
+// Lifecycle steps.
+
+const stepCols = `key, kind, target, done_at`
+
+func scanStep(s scanner) (*store.Step, error) {
+	var st store.Step
+	var done int64
+	if err := s.Scan(&st.Key, &st.Kind, &st.Target, &done); err != nil {
+		return nil, err
+	}
+	st.DoneAt = fromNanos(done)
+	return &st, nil
+}
+
+func (t *tx) RecordStep(s *store.Step) error {
+	_, err := t.exec(`INSERT INTO lifecycle_steps (`+stepCols+`) VALUES ($1, $2, $3, $4)`, s.Key, s.Kind, s.Target, toNanos(s.DoneAt))
+	switch code, _ := violation(err); code {
+	case uniqueViolation:
+		return keyward.Errorf(keyward.EConflict, "step %s already ran", s.Key)
+	case checkViolation:
+		return keyward.Errorf(keyward.EInvalid, "step key %q: want 1 to 200 characters", s.Key)
+	}
+	return wrap(err, "record step %s", s.Key)
+}
+
+func (t *tx) Step(key string) (*store.Step, error) {
+	s, err := queryOne(t, keyward.Errorf(keyward.ENotFound, "step %s not found", key), scanStep,
+		`SELECT `+stepCols+` FROM lifecycle_steps WHERE key = $1`, key)
+	return s, wrap(err, "step %s", key)
+}
+
+func (t *tx) Steps(kind, target string, n int) ([]*store.Step, error) {
+	var w where
+	w.add(kind != "", "kind = ?", kind)
+	w.add(target != "", "target = ?", target)
+	ss, err := queryAll(t, scanStep, `SELECT `+stepCols+` FROM lifecycle_steps`+w.String()+` ORDER BY done_at, key`+limit(n), w.args...)
+	return ss, wrap(err, "steps")
+}
+
+// Current certificates.
+
+const certCols = `license_id, product_id, kid, jti, issued_at, expires_at, token`
+
+func scanCertificate(s scanner) (*store.Certificate, error) {
+	var c store.Certificate
+	var issued, expires int64
+	if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token); err != nil {
+		return nil, err
+	}
+	c.IssuedAt, c.ExpiresAt = fromNanos(issued), fromNanos(expires)
+	return &c, nil
+}
+
+// PutCertificates upserts every certificate in one statement over arrays.
+// A license named twice keeps the last certificate given for it, as
+// upserting them one by one would.
+func (t *tx) PutCertificates(cs []*store.Certificate) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	last := make(map[string]int, len(cs))
+	for i, c := range cs {
+		last[c.LicenseID] = i
+	}
+	var lic, prod, kid, jti, tok []string
+	var issued, expires []int64
+	for i, c := range cs {
+		if last[c.LicenseID] != i {
+			continue
+		}
+		lic, prod, kid, jti, tok = append(lic, c.LicenseID), append(prod, c.ProductID), append(kid, c.KID), append(jti, c.JTI), append(tok, c.Token)
+		issued, expires = append(issued, toNanos(c.IssuedAt)), append(expires, toNanos(c.ExpiresAt))
+	}
+	_, err := t.exec(`INSERT INTO license_certificates (`+certCols+`)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[])
+		ON CONFLICT (license_id) DO UPDATE SET product_id = excluded.product_id, kid = excluded.kid,
+			jti = excluded.jti, issued_at = excluded.issued_at, expires_at = excluded.expires_at, token = excluded.token`,
+		lic, prod, kid, jti, issued, expires, tok)
+	if code, _ := violation(err); code == fkViolation {
+		return keyward.Errorf(keyward.ENotFound, "license of a certificate not found")
+	}
+	return wrap(err, "put certificates")
+}
+
+func (t *tx) Certificate(licenseID string) (*store.Certificate, error) {
+	c, err := queryOne(t, keyward.Errorf(keyward.ENotFound, "license %s has no certificate", licenseID), scanCertificate,
+		`SELECT `+certCols+` FROM license_certificates WHERE license_id = $1`, licenseID)
+	return c, wrap(err, "certificate of %s", licenseID)
+}
+
+func certWhere(f store.CertificateFilter, cursor bool) where {
+	var w where
+	w.add(f.KID != "", "c.kid = ?", f.KID)
+	w.add(!f.LiveAt.IsZero(), "c.expires_at > ?", toNanos(f.LiveAt))
+	w.add(f.ActiveOnly, "EXISTS (SELECT 1 FROM licenses l WHERE l.id = c.license_id AND l.state = 'active')")
+	w.add(cursor && f.AfterLicense != "", "c.license_id > ?", f.AfterLicense)
+	return w
+}
+
+func (t *tx) Certificates(f store.CertificateFilter) ([]*store.Certificate, error) {
+	w := certWhere(f, true)
+	cs, err := queryAll(t, scanCertificate, `SELECT `+prefixCols("c.", certCols)+` FROM license_certificates c`+w.String()+
+		` ORDER BY c.license_id`+limit(f.Limit), w.args...)
+	return cs, wrap(err, "certificates")
+}
+
+func (t *tx) CountCertificates(f store.CertificateFilter) (int, error) {
+	w := certWhere(f, false)
+	n, err := t.queryInt64(`SELECT count(*) FROM license_certificates c`+w.String(), w.args...)
+	return int(n), wrap(err, "count certificates")
+}
+
+// prefixCols qualifies each column of a column list with prefix.
+func prefixCols(prefix, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, p := range parts {
+		parts[i] = prefix + strings.TrimSpace(p)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Re-sign jobs.
+
+const resignCols = `kid, product_id, reason, state, runs, total, done, skipped, cursor, created_at, updated_at, finished_at`
+
+func scanResignJob(s scanner) (*store.ResignJob, error) {
+	var j store.ResignJob
+	var created, updated int64
+	var finished *int64
+	if err := s.Scan(&j.KID, &j.ProductID, &j.Reason, &j.State, &j.Runs, &j.Total, &j.Done, &j.Skipped, &j.Cursor,
+		&created, &updated, &finished); err != nil {
+		return nil, err
+	}
+	j.CreatedAt, j.UpdatedAt, j.FinishedAt = fromNanos(created), fromNanos(updated), fromNullNanos(finished)
+	return &j, nil
+}
+
+func (t *tx) PutResignJob(j *store.ResignJob) error {
+	_, err := t.exec(`INSERT INTO resign_jobs (`+resignCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+		ON CONFLICT (kid) DO UPDATE SET product_id = excluded.product_id, reason = excluded.reason, state = excluded.state,
+		runs = excluded.runs, total = excluded.total, done = excluded.done, skipped = excluded.skipped, cursor = excluded.cursor,
+		created_at = excluded.created_at, updated_at = excluded.updated_at, finished_at = excluded.finished_at`,
+		j.KID, j.ProductID, j.Reason, j.State, j.Runs, j.Total, j.Done, j.Skipped, j.Cursor,
+		toNanos(j.CreatedAt), toNanos(j.UpdatedAt), toNullNanos(j.FinishedAt))
+	if code, _ := violation(err); code == checkViolation {
+		return keyward.Errorf(keyward.EInvalid, "re-sign job %s: invalid state %q", j.KID, j.State)
+	}
+	return wrap(err, "put re-sign job %s", j.KID)
+}
+
+func (t *tx) ResignJob(kid string) (*store.ResignJob, error) {
+	j, err := queryOne(t, keyward.Errorf(keyward.ENotFound, "key %s has no re-sign job", kid), scanResignJob,
+		`SELECT `+resignCols+` FROM resign_jobs WHERE kid = $1`, kid)
+	return j, wrap(err, "re-sign job %s", kid)
+}
+
+func (t *tx) ResignJobs(state string) ([]*store.ResignJob, error) {
+	var w where
+	w.add(state != "", "state = ?", state)
+	js, err := queryAll(t, scanResignJob, `SELECT `+resignCols+` FROM resign_jobs`+w.String()+` ORDER BY created_at, kid`, w.args...)
+	return js, wrap(err, "re-sign jobs")
+}
+
+// Cursors.
+
+func (t *tx) Cursor(name string) (string, error) {
+	var v string
+	err := t.tx.QueryRow(t.ctx, `SELECT value FROM lifecycle_cursors WHERE name = $1`, name).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return v, wrap(err, "cursor %s", name)
+}
+
+func (t *tx) SetCursor(name, value string) error {
+	_, err := t.exec(`INSERT INTO lifecycle_cursors (name, value) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, value)
+	return wrap(err, "set cursor %s", name)
+}
+
+// LicensesByID reads the licenses with the given ids, ordered by id.
+func (t *tx) LicensesByID(ids []string) ([]*keyward.License, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	ls, err := queryAll(t, scanLicense, `SELECT `+licenseCols+` FROM licenses WHERE id = ANY($1) ORDER BY id`, ids)
+	return ls, wrap(err, "licenses by id")
+}
+
+// LicensesExpiringBefore returns active licenses with an expiry before at.
+func (t *tx) LicensesExpiringBefore(at time.Time, after string, n int) ([]*keyward.License, error) {
+	ls, err := queryAll(t, scanLicense, `SELECT `+licenseCols+` FROM licenses
+		WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at < $1 AND id > $2 ORDER BY id`+limit(n), toNanos(at), after)
+	return ls, wrap(err, "licenses expiring before %s", at.Format(time.RFC3339))
+}

@@ -1,0 +1,258 @@
+package storetest
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/store"
+)
+
+// runLifecycle tests the store's part in lifecycle automation: step
+// records, current certificates, re-sign jobs, cursors and the expiry
+// query.
+func runLifecycle(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"Steps/RoundTrip", testStepsRoundTrip},
+		{"Steps/ErrConflict", testStepsConflict},
+		{"Steps/RolledBackStepIsNotRecorded", testStepsRollback},
+		{"Certificates/RoundTrip", testCertificatesRoundTrip},
+		{"Certificates/Filter", testCertificatesFilter},
+		{"Certificates/ErrNotFound", testCertificatesNotFound},
+		{"ResignJobs/RoundTrip", testResignJobsRoundTrip},
+		{"Cursors", testCursors},
+		{"Licenses/ExpiringBefore", testLicensesExpiringBefore},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
+	}
+}
+
+func testStepsRoundTrip(t *testing.T, s store.Store) {
+	a := &store.Step{Key: "activate:k2", Kind: "activate", Target: "k2", DoneAt: at(2 * time.Hour)}
+	b := &store.Step{Key: "rotate:license:p1:k1", Kind: "rotate", Target: "license:p1", DoneAt: at(time.Hour)}
+	c := &store.Step{Key: "expire:l1", Kind: "expire", Target: "l1", DoneAt: at(time.Hour)}
+	update(t, s, func(tx store.Tx) error {
+		for _, st := range []*store.Step{a, b, c} {
+			if err := tx.RecordStep(st); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	got := get(t, s, func(tx store.Tx) (*store.Step, error) { return tx.Step("activate:k2") })
+	wantEqual(t, "Step(activate:k2)", got, a)
+	wantList(t, "Steps(all)", get(t, s, func(tx store.Tx) ([]*store.Step, error) { return tx.Steps("", "", 0) }), []*store.Step{c, b, a})
+	wantList(t, "Steps(rotate)", get(t, s, func(tx store.Tx) ([]*store.Step, error) { return tx.Steps("rotate", "", 0) }), []*store.Step{b})
+	wantList(t, "Steps(target l1)", get(t, s, func(tx store.Tx) ([]*store.Step, error) { return tx.Steps("", "l1", 0) }), []*store.Step{c})
+	wantList(t, "Steps(limit 1)", get(t, s, func(tx store.Tx) ([]*store.Step, error) { return tx.Steps("", "", 1) }), []*store.Step{c})
+	err := viewErr(t, s, func(tx store.Tx) error { _, err := tx.Step("activate:missing"); return err })
+	wantNotFound(t, "Step(missing)", err, "activate:missing")
+}
+
+func testStepsConflict(t *testing.T, s store.Store) {
+	st := &store.Step{Key: "destroy:k1", Kind: "destroy", Target: "k1", DoneAt: at(0)}
+	update(t, s, func(tx store.Tx) error { return tx.RecordStep(st) })
+	err := updateErr(t, s, func(tx store.Tx) error {
+		return tx.RecordStep(&store.Step{Key: "destroy:k1", Kind: "destroy", Target: "k1", DoneAt: at(time.Hour)})
+	})
+	wantCode(t, "RecordStep(twice)", err, keyward.EConflict)
+	got := get(t, s, func(tx store.Tx) (*store.Step, error) { return tx.Step("destroy:k1") })
+	wantEqual(t, "Step after conflict", got, st)
+	err = updateErr(t, s, func(tx store.Tx) error { return tx.RecordStep(&store.Step{Kind: "x", DoneAt: at(0)}) })
+	wantCode(t, "RecordStep(empty key)", err, keyward.EInvalid)
+}
+
+func testStepsRollback(t *testing.T, s store.Store) {
+	err := updateErr(t, s, func(tx store.Tx) error {
+		if err := tx.RecordStep(&store.Step{Key: "expire:l9", Kind: "expire", Target: "l9", DoneAt: at(0)}); err != nil {
+			return err
+		}
+		return fmt.Errorf("crash before commit")
+	})
+	if err == nil {
+		t.Fatal("Update returned nil, want the closure's error")
+	}
+	err = viewErr(t, s, func(tx store.Tx) error { _, err := tx.Step("expire:l9"); return err })
+	wantNotFound(t, "Step of a rolled-back transaction", err)
+}
+
+func newCert(licenseID, kid string, expires time.Duration) *store.Certificate {
+	return &store.Certificate{
+		LicenseID: licenseID, ProductID: "p1", KID: kid, JTI: "crt_" + licenseID + "_" + kid,
+		IssuedAt: at(0), ExpiresAt: at(expires), Token: "eyJ." + licenseID + "." + kid,
+	}
+}
+
+// withLicenses creates product p1 and licenses l1..ln (l3 suspended).
+func withLicenses(t *testing.T, s store.Store, n int) {
+	t.Helper()
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateProduct(newProduct("p1")); err != nil {
+			return err
+		}
+		for i := 1; i <= n; i++ {
+			l := newLicense(fmt.Sprintf("l%d", i), "p1")
+			if i == 3 {
+				l.State = keyward.LicenseSuspended
+			}
+			if err := tx.CreateLicense(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func testCertificatesRoundTrip(t *testing.T, s store.Store) {
+	withLicenses(t, s, 2)
+	c1, c2 := newCert("l1", "k1", 30*day), newCert("l2", "k1", 30*day)
+	update(t, s, func(tx store.Tx) error { return tx.PutCertificates([]*store.Certificate{c1, c2}) })
+	wantEqual(t, "Certificate(l1)", get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("l1") }), c1)
+	// A second put replaces the license's current certificate.
+	c1b := newCert("l1", "k2", 40*day)
+	c1b.IssuedAt = at(day)
+	update(t, s, func(tx store.Tx) error { return tx.PutCertificates([]*store.Certificate{c1b}) })
+	wantEqual(t, "Certificate(l1) replaced", get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("l1") }), c1b)
+	wantList(t, "Certificates({})", get(t, s, func(tx store.Tx) ([]*store.Certificate, error) {
+		return tx.Certificates(store.CertificateFilter{})
+	}), []*store.Certificate{c1b, c2})
+	// More than one statement's worth in one call.
+	var many []*store.Certificate
+	update(t, s, func(tx store.Tx) error {
+		for i := range 300 {
+			l := newLicense(fmt.Sprintf("m%03d", i), "p1")
+			if err := tx.CreateLicense(l); err != nil {
+				return err
+			}
+			many = append(many, newCert(l.ID, "k3", day))
+		}
+		return tx.PutCertificates(many)
+	})
+	if n := get(t, s, func(tx store.Tx) (int, error) { return tx.CountCertificates(store.CertificateFilter{KID: "k3"}) }); n != 300 {
+		t.Errorf("CountCertificates(k3) = %d, want 300", n)
+	}
+}
+
+func testCertificatesFilter(t *testing.T, s store.Store) {
+	withLicenses(t, s, 5)
+	cs := []*store.Certificate{
+		newCert("l1", "k1", 30*day),
+		newCert("l2", "k1", time.Hour), // expires early
+		newCert("l3", "k1", 30*day),    // suspended license
+		newCert("l4", "k2", 30*day),
+		newCert("l5", "k1", 30*day),
+	}
+	update(t, s, func(tx store.Tx) error { return tx.PutCertificates(cs) })
+	for _, tc := range []struct {
+		name string
+		f    store.CertificateFilter
+		want []*store.Certificate
+	}{
+		{"KID", store.CertificateFilter{KID: "k1"}, []*store.Certificate{cs[0], cs[1], cs[2], cs[4]}},
+		{"LiveAt", store.CertificateFilter{KID: "k1", LiveAt: at(time.Hour)}, []*store.Certificate{cs[0], cs[2], cs[4]}},
+		{"ActiveOnly", store.CertificateFilter{KID: "k1", ActiveOnly: true}, []*store.Certificate{cs[0], cs[1], cs[4]}},
+		{"All", store.CertificateFilter{KID: "k1", LiveAt: at(time.Hour), ActiveOnly: true}, []*store.Certificate{cs[0], cs[4]}},
+		{"After", store.CertificateFilter{KID: "k1", AfterLicense: "l2"}, []*store.Certificate{cs[2], cs[4]}},
+		{"Limit", store.CertificateFilter{KID: "k1", Limit: 2}, []*store.Certificate{cs[0], cs[1]}},
+	} {
+		got := get(t, s, func(tx store.Tx) ([]*store.Certificate, error) { return tx.Certificates(tc.f) })
+		wantList(t, "Certificates("+tc.name+")", got, tc.want)
+		n := get(t, s, func(tx store.Tx) (int, error) { return tx.CountCertificates(tc.f) })
+		want := len(tc.want)
+		if tc.name == "After" || tc.name == "Limit" {
+			want = 4 // cursor and limit do not count
+		}
+		if n != want {
+			t.Errorf("CountCertificates(%s) = %d, want %d", tc.name, n, want)
+		}
+	}
+}
+
+func testCertificatesNotFound(t *testing.T, s store.Store) {
+	withLicenses(t, s, 1)
+	err := viewErr(t, s, func(tx store.Tx) error { _, err := tx.Certificate("l1"); return err })
+	wantNotFound(t, "Certificate(l1) before any checkout", err, "l1")
+	err = updateErr(t, s, func(tx store.Tx) error {
+		return tx.PutCertificates([]*store.Certificate{newCert("l1", "k1", day), newCert("l-missing", "k1", day)})
+	})
+	wantCode(t, "PutCertificates(missing license)", err, keyward.ENotFound)
+	err = viewErr(t, s, func(tx store.Tx) error { _, err := tx.Certificate("l1"); return err })
+	wantNotFound(t, "Certificate(l1) after a failed put", err)
+}
+
+func testResignJobsRoundTrip(t *testing.T, s store.Store) {
+	j1 := &store.ResignJob{KID: "k1", ProductID: "p1", Reason: "retired", State: store.ResignRunning, Runs: 1, Total: 10,
+		Done: 4, Skipped: 1, Cursor: "l5", CreatedAt: at(0), UpdatedAt: at(time.Minute)}
+	j2 := &store.ResignJob{KID: "k0", ProductID: "p1", Reason: "compromised", State: store.ResignDone, Runs: 2, Total: 3,
+		Done: 3, Cursor: "l9", CreatedAt: at(time.Second), UpdatedAt: at(time.Hour), FinishedAt: ptr(time.Hour)}
+	update(t, s, func(tx store.Tx) error { return errorsJoin(tx.PutResignJob(j1), tx.PutResignJob(j2)) })
+	wantEqual(t, "ResignJob(k1)", get(t, s, func(tx store.Tx) (*store.ResignJob, error) { return tx.ResignJob("k1") }), j1)
+	wantList(t, "ResignJobs()", get(t, s, func(tx store.Tx) ([]*store.ResignJob, error) { return tx.ResignJobs("") }), []*store.ResignJob{j1, j2})
+	wantList(t, "ResignJobs(running)", get(t, s, func(tx store.Tx) ([]*store.ResignJob, error) { return tx.ResignJobs(store.ResignRunning) }), []*store.ResignJob{j1})
+	j1.Done, j1.Cursor, j1.State, j1.FinishedAt = 9, "l10", store.ResignDone, ptr(2*time.Hour)
+	update(t, s, func(tx store.Tx) error { return tx.PutResignJob(j1) })
+	wantEqual(t, "ResignJob(k1) updated", get(t, s, func(tx store.Tx) (*store.ResignJob, error) { return tx.ResignJob("k1") }), j1)
+	bad := *j1
+	bad.State = "paused"
+	wantCode(t, "PutResignJob(bad state)", updateErr(t, s, func(tx store.Tx) error { return tx.PutResignJob(&bad) }), keyward.EInvalid)
+	err := viewErr(t, s, func(tx store.Tx) error { _, err := tx.ResignJob("k-missing"); return err })
+	wantNotFound(t, "ResignJob(missing)", err, "k-missing")
+}
+
+func errorsJoin(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func testCursors(t *testing.T, s store.Store) {
+	if v := get(t, s, func(tx store.Tx) (string, error) { return tx.Cursor("sweep") }); v != "" {
+		t.Errorf("Cursor(never set) = %q, want \"\"", v)
+	}
+	update(t, s, func(tx store.Tx) error { return tx.SetCursor("sweep", "l5") })
+	update(t, s, func(tx store.Tx) error { return tx.SetCursor("sweep", "l7") })
+	update(t, s, func(tx store.Tx) error { return tx.SetCursor("other", "x") })
+	if v := get(t, s, func(tx store.Tx) (string, error) { return tx.Cursor("sweep") }); v != "l7" {
+		t.Errorf("Cursor(sweep) = %q, want l7", v)
+	}
+}
+
+func testLicensesExpiringBefore(t *testing.T, s store.Store) {
+	withLicenses(t, s, 5)
+	var ls []*keyward.License
+	update(t, s, func(tx store.Tx) error {
+		for i, d := range []time.Duration{day, 3 * day, day, 0, 10 * day} {
+			l, err := tx.License(fmt.Sprintf("l%d", i+1))
+			if err != nil {
+				return err
+			}
+			if d > 0 {
+				l.ExpiresAt = ptr(d)
+			}
+			if err := tx.UpdateLicense(l); err != nil {
+				return err
+			}
+			ls = append(ls, l)
+		}
+		return nil
+	})
+	byID := get(t, s, func(tx store.Tx) ([]*keyward.License, error) {
+		return tx.LicensesByID([]string{"l5", "l1", "l-missing", "l2"})
+	})
+	wantList(t, "LicensesByID(l5, l1, missing, l2)", byID, []*keyward.License{ls[0], ls[1], ls[4]})
+	// l3 is suspended and l4 perpetual: never listed.
+	got := get(t, s, func(tx store.Tx) ([]*keyward.License, error) { return tx.LicensesExpiringBefore(at(5*day), "", 0) })
+	wantList(t, "LicensesExpiringBefore(5d)", got, []*keyward.License{ls[0], ls[1]})
+	got = get(t, s, func(tx store.Tx) ([]*keyward.License, error) { return tx.LicensesExpiringBefore(at(day), "", 0) })
+	wantList(t, "LicensesExpiringBefore(1d), strictly before", got, nil)
+	got = get(t, s, func(tx store.Tx) ([]*keyward.License, error) { return tx.LicensesExpiringBefore(at(30*day), "l1", 1) })
+	wantList(t, "LicensesExpiringBefore(30d, after l1, limit 1)", got, []*keyward.License{ls[1]})
+}
