@@ -203,8 +203,8 @@ func (a *Authority) observe(ctx context.Context, r ValidateRequest, e *cacheEntr
 		return v
 	}
 	quiet = a.afterTrip(pa, e.product.Name, id, res, sec)
-	if res.outcome != keyward.AutoSuspended {
-		return v
+	if res.outcome != keyward.AutoSuspended || v.License == nil {
+		return v // (no license: the key was presented for another product, and stays NOT_FOUND there)
 	}
 	out := *v
 	out.Valid, out.Code, out.Lease = false, keyward.CodeSuspended, nil
@@ -223,10 +223,10 @@ func (a *Authority) afterTrip(pa *productAbuse, product, licenseID string, res *
 	case keyward.AutoSuspended:
 		a.abuse.count(product, res.rule, "suspended")
 		a.log.Warn("license suspended automatically", "license", licenseID, "product", product, "rule", res.rule, "policy_version", res.policyVersion)
-		return res.quietUntil.Unix()
+		return ceilUnix(res.quietUntil)
 	case keyward.AutoCeiling:
 		a.abuse.mu.Lock()
-		pa.ceilingUntil = max(pa.ceilingUntil, res.ceilingUntil.Unix())
+		pa.ceilingUntil = max(pa.ceilingUntil, ceilUnix(res.ceilingUntil))
 		a.abuse.mu.Unlock()
 		if res.alerted {
 			a.abuse.count(product, res.rule, "alerted")
@@ -236,10 +236,10 @@ func (a *Authority) afterTrip(pa *productAbuse, product, licenseID string, res *
 			a.abuse.count(product, res.rule, "held")
 			a.log.Info("automatic suspension held back: the product is at its ceiling", "license", licenseID, "product", product, "rule", res.rule)
 		}
-		return res.ceilingUntil.Unix()
+		return ceilUnix(res.ceilingUntil)
 	default:
 		if !res.quietUntil.IsZero() {
-			return res.quietUntil.Unix()
+			return ceilUnix(res.quietUntil)
 		}
 		return sec + retryAfterMiss
 	}
@@ -406,7 +406,7 @@ func (a *Authority) planTrip(ctx context.Context, tx store.Tx, now time.Time, t 
 	}
 	plan.details["policy_version"] = res.policyVersion
 
-	last, err := tx.AutoSuspensions(store.AutoSuspensionFilter{LicenseID: l.ID, Outcome: keyward.AutoSuspended, Since: now.Add(-cooldown)})
+	last, err := tx.AutoSuspensions(store.AutoSuspensionFilter{LicenseID: l.ID, Outcome: keyward.AutoSuspended, Since: windowStart(now, cooldown)})
 	if err != nil {
 		return nil, err
 	}
@@ -417,7 +417,7 @@ func (a *Authority) planTrip(ctx context.Context, tx store.Tx, now time.Time, t 
 	var inWindow []*keyward.AutoSuspension
 	if ceiling > 0 {
 		inWindow, err = tx.AutoSuspensions(store.AutoSuspensionFilter{
-			ProductID: l.ProductID, Outcome: keyward.AutoSuspended, Since: now.Add(-policy.AutoSuspendWindow), Limit: ceiling,
+			ProductID: l.ProductID, Outcome: keyward.AutoSuspended, Since: windowStart(now, policy.AutoSuspendWindow), Limit: ceiling,
 		})
 		if err != nil {
 			return nil, err
@@ -433,6 +433,22 @@ func (a *Authority) planTrip(ctx context.Context, tx store.Tx, now time.Time, t 
 	}
 	res.outcome, res.quietUntil = keyward.AutoSuspended, now.Add(cooldown)
 	return plan, nil
+}
+
+// windowStart is the first instant of the window of length d ending at
+// now: records at or after it are in. A record made at T leaves the
+// window at T + d exactly (the store keeps microseconds).
+func windowStart(now time.Time, d time.Duration) time.Time {
+	return now.Add(-d + time.Microsecond)
+}
+
+// ceilUnix is t in unix seconds, rounded up: the in-memory gates count in
+// seconds and must not open before t.
+func ceilUnix(t time.Time) int64 {
+	if t.Nanosecond() > 0 {
+		return t.Unix() + 1
+	}
+	return t.Unix()
 }
 
 // signalOutcome is the outcome of a signal whose kind suspends, once
@@ -506,7 +522,7 @@ func (a *Authority) applyTrip(ctx context.Context, tx store.Tx, now time.Time, p
 // entry and the license.auto_suspend_ceiling event — unless one was
 // already raised in the current window.
 func (a *Authority) alertCeiling(ctx context.Context, tx store.Tx, now time.Time, l *keyward.License, res *tripResult, details map[string]any, suspended int) error {
-	prev, err := tx.AutoSuspensions(store.AutoSuspensionFilter{ProductID: l.ProductID, Outcome: keyward.AutoCeiling, Since: now.Add(-policy.AutoSuspendWindow), Limit: 1})
+	prev, err := tx.AutoSuspensions(store.AutoSuspensionFilter{ProductID: l.ProductID, Outcome: keyward.AutoCeiling, Since: windowStart(now, policy.AutoSuspendWindow), Limit: 1})
 	if err != nil || len(prev) > 0 {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -182,11 +183,8 @@ func (a *Authority) resignBatch(ctx context.Context, tx store.Tx, now time.Time,
 		}
 		todo = append(todo, resignItem{l: l, exp: c.ExpiresAt, jti: jti})
 	}
-	signed, err := a.signAll(signer, p, pol, now, todo)
+	signed, err := a.signAndPut(tx, signer, p, pol, now, todo)
 	if err != nil {
-		return nil, err
-	}
-	if err := tx.PutCertificates(signed); err != nil {
 		return nil, err
 	}
 	if len(certs) > 0 {
@@ -242,31 +240,59 @@ type resignItem struct {
 	jti string
 }
 
-// signAll signs the certificates of items on GOMAXPROCS goroutines (the
-// store work of the batch stays on the caller's).
-func (a *Authority) signAll(signer keys.Signer, p *keyward.Product, pol *keyward.Policy, now time.Time, items []resignItem) ([]*store.Certificate, error) {
+// signChunk is how many certificates signAndPut writes at a time.
+const signChunk = 128
+
+// signAndPut signs the certificates of items on GOMAXPROCS goroutines and
+// writes them through tx chunk by chunk, in order, as soon as a chunk is
+// signed: the store work of one chunk overlaps the signing of the next.
+func (a *Authority) signAndPut(tx store.Tx, signer keys.Signer, p *keyward.Product, pol *keyward.Policy, now time.Time, items []resignItem) ([]*store.Certificate, error) {
 	out := make([]*store.Certificate, len(items))
 	errs := make([]error, len(items))
-	workers := min(runtime.GOMAXPROCS(0), len(items))
+	nchunks := (len(items) + signChunk - 1) / signChunk
+	left := make([]atomic.Int32, nchunks)
+	ready := make([]chan struct{}, nchunks)
+	for k := range ready {
+		ready[k] = make(chan struct{})
+		left[k].Store(int32(min(signChunk, len(items)-k*signChunk)))
+	}
+	next := atomic.Int64{}
+	stop := atomic.Bool{}
 	var wg sync.WaitGroup
-	for w := range workers {
+	for range min(runtime.GOMAXPROCS(0), len(items)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < len(items); i += workers {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(items) || stop.Load() {
+					return
+				}
 				it := items[i]
 				c, err := a.signCertificate(signer, p, pol, it.l, now, it.exp, it.jti)
 				if err != nil {
 					errs[i] = err
-					continue
+				} else {
+					out[i] = &store.Certificate{LicenseID: it.l.ID, ProductID: p.ID, KID: c.KID, JTI: c.JTI, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt, Token: c.Token}
 				}
-				out[i] = &store.Certificate{LicenseID: it.l.ID, ProductID: p.ID, KID: c.KID, JTI: c.JTI, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt, Token: c.Token}
+				if k := i / signChunk; left[k].Add(-1) == 0 {
+					close(ready[k])
+				}
 			}
 		}()
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
+	defer wg.Wait()
+	for k := range nchunks {
+		<-ready[k]
+		lo, hi := k*signChunk, min((k+1)*signChunk, len(items))
+		for _, err := range errs[lo:hi] {
+			if err != nil {
+				stop.Store(true)
+				return nil, err
+			}
+		}
+		if err := tx.PutCertificates(out[lo:hi]); err != nil {
+			stop.Store(true)
 			return nil, err
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/keyward/keyward/authority"
 	"github.com/keyward/keyward/keys"
 	"github.com/keyward/keyward/sdk"
-	"github.com/keyward/keyward/store/sqlite"
 	"github.com/spf13/cobra"
 )
 
@@ -138,12 +137,14 @@ func kekCmd(e *env) *cobra.Command {
 			if kekFile == "" {
 				kekFile = filepath.Join(dataDir, "kek")
 			}
-			dbPath, err := sqlitePath(db, dataDir)
-			if err != nil {
-				return err
-			}
-			if _, err := os.Stat(dbPath); err != nil {
-				return fmt.Errorf("database: %w", err)
+			if !isPostgresURL(db) {
+				dbPath, err := sqlitePath(db, dataDir)
+				if err != nil {
+					return err
+				}
+				if _, err := os.Stat(dbPath); err != nil {
+					return fmt.Errorf("database: %w", err)
+				}
 			}
 			old, err := keys.LoadKEKFile(kekFile)
 			if err != nil {
@@ -159,7 +160,7 @@ func kekCmd(e *env) *cobra.Command {
 			if err := keys.WriteKEKFile(kekFile, both); err != nil {
 				return err
 			}
-			st, err := sqlite.Open(e.ctx, dbPath)
+			st, err := openServerStore(e.ctx, ServerConfig{DB: db, DataDir: dataDir})
 			if err != nil {
 				return err
 			}
@@ -179,7 +180,7 @@ func kekCmd(e *env) *cobra.Command {
 		},
 	}
 	rotate.Flags().StringVar(&dataDir, "data-dir", "keyward-data", "data directory")
-	rotate.Flags().StringVar(&db, "db", "", "database sqlite:PATH (default DATA-DIR/keyward.db)")
+	rotate.Flags().StringVar(&db, "db", "", "database sqlite:PATH (default DATA-DIR/keyward.db) or postgres://… (stop every replica first)")
 	rotate.Flags().StringVar(&kekFile, "kek-file", "", "KEK file (default DATA-DIR/kek)")
 	c.AddCommand(gen, rotate)
 	return c

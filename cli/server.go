@@ -22,6 +22,7 @@ import (
 	"github.com/keyward/keyward/revocation"
 	"github.com/keyward/keyward/scheduler"
 	"github.com/keyward/keyward/store"
+	"github.com/keyward/keyward/store/postgres"
 	"github.com/keyward/keyward/store/sqlite"
 	"github.com/keyward/keyward/webhook"
 	"github.com/spf13/cobra"
@@ -83,6 +84,9 @@ type RunningServer struct {
 	Scheduler     *scheduler.Scheduler
 	stopScheduler context.CancelFunc
 	schedulerDone chan struct{}
+	// The change feed of a store shared with other replicas (nil without).
+	stopFeed context.CancelFunc
+	feedDone chan struct{}
 }
 
 // Shutdown stops accepting requests, waits for in-flight ones (up to ctx)
@@ -102,6 +106,10 @@ func (s *RunningServer) Shutdown(ctx context.Context) error {
 	if s.Scheduler != nil {
 		s.stopScheduler()
 		<-s.schedulerDone
+	}
+	if s.stopFeed != nil {
+		s.stopFeed()
+		<-s.feedDone
 	}
 	if e := s.store.Close(); e != nil && err == nil {
 		err = e
@@ -150,6 +158,29 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*RunningServer, error) 
 		}
 		return nil, fmt.Errorf("KEK file: %w", err)
 	}
+	st, err := openServerStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := startWithStore(ctx, cfg, st, ring)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return rs, nil
+}
+
+// openServerStore opens the database cfg.DB names: PostgreSQL for a
+// postgres:// URL (several replicas may share it; docs/postgres.md), else
+// the SQLite file (created owner-only on first start).
+func openServerStore(ctx context.Context, cfg ServerConfig) (store.Store, error) {
+	if isPostgresURL(cfg.DB) {
+		st, err := postgres.Open(ctx, cfg.DB, postgres.Options{Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
 	dbPath, err := sqlitePath(cfg.DB, cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -163,24 +194,23 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*RunningServer, error) 
 	if err != nil {
 		return nil, err
 	}
-	rs, err := startWithStore(ctx, cfg, st, ring)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	return rs, nil
+	return st, nil
 }
 
+// isPostgresURL reports whether db names a PostgreSQL database.
+func isPostgresURL(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+}
+
+// sqlitePath returns the SQLite file db names ("" = DATA-DIR/keyward.db).
 func sqlitePath(db, dataDir string) (string, error) {
 	switch {
 	case db == "":
 		return filepath.Join(dataDir, "keyward.db"), nil
-	case strings.HasPrefix(db, "sqlite:"):
+	case strings.HasPrefix(db, "sqlite:") && len(db) > len("sqlite:"):
 		return strings.TrimPrefix(db, "sqlite:"), nil
-	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
-		return "", errors.New("PostgreSQL is not supported yet: only the embedded SQLite store is implemented (use sqlite:PATH)")
 	default:
-		return "", fmt.Errorf("database %q: want sqlite:PATH", db)
+		return "", fmt.Errorf("database %q: want sqlite:PATH or postgres://…", db)
 	}
 }
 
@@ -244,6 +274,9 @@ func startWithStore(ctx context.Context, cfg ServerConfig, st store.Store, ring 
 		sctx, stopScheduler := context.WithCancel(context.WithoutCancel(ctx))
 		rs.Scheduler, rs.stopScheduler, rs.schedulerDone = sched, stopScheduler, make(chan struct{})
 		go func() { defer close(rs.schedulerDone); _ = sched.Run(sctx) }()
+	}
+	if feed, ok := st.(store.ChangeFeed); ok {
+		rs.stopFeed, rs.feedDone = followReplicas(ctx, feed, cfg.Logger, auth, reg, wake, schedWake)
 	}
 	go func() { rs.done <- hs.Serve(ln) }()
 	cfg.Logger.Info("keyward listening", "addr", rs.Addr, "dev", cfg.Dev)
@@ -344,7 +377,7 @@ func serverCmd(e *env) *cobra.Command {
 	f := c.Flags()
 	f.BoolVar(&cfg.Dev, "dev", false, "development mode: ./keyward-data with a generated KEK and a demo product")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "data directory (default with --dev: ./keyward-data)")
-	f.StringVar(&cfg.DB, "db", "", "database: sqlite:PATH (default DATA-DIR/keyward.db; KEYWARD_DB)")
+	f.StringVar(&cfg.DB, "db", "", "database: sqlite:PATH (default DATA-DIR/keyward.db) or postgres://… for several replicas (KEYWARD_DB)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "listen address")
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "KEK file (default DATA-DIR/kek)")
 	f.StringVar(&cfg.Keystore, "keystore", "local", "keystore: local (pkcs11 is not implemented yet)")

@@ -22,6 +22,7 @@ type Change struct {
 	Products    bool     // products were created
 	Revocations bool     // revocation registry rows were appended
 	Events      bool     // outbox events were appended
+	ResignJobs  bool     // certificate re-sign jobs were started or changed
 }
 
 // ChangeFeed is implemented by stores several server processes share

@@ -19,6 +19,7 @@ type changes struct {
 	products    bool
 	revocations bool
 	events      bool
+	resignJobs  bool
 }
 
 func (c *changes) license(id string) {
@@ -63,6 +64,12 @@ func (c *changes) event() {
 	}
 }
 
+func (c *changes) resignJob() {
+	if c != nil {
+		c.resignJobs = true
+	}
+}
+
 func add(m map[string]bool, k string) map[string]bool {
 	if m == nil {
 		m = map[string]bool{}
@@ -82,6 +89,7 @@ type payload struct {
 	Products    bool     `json:"n,omitempty"`
 	Revocations bool     `json:"v,omitempty"`
 	Events      bool     `json:"e,omitempty"`
+	ResignJobs  bool     `json:"j,omitempty"`
 }
 
 const (
@@ -105,9 +113,9 @@ func (c *changes) payloads(origin string) []string {
 	slices.Sort(licenses)
 	first := payload{
 		Origin: origin, Rings: slices.Sorted(maps.Keys(c.rings)), Policies: slices.Sorted(maps.Keys(c.policies)),
-		Products: c.products, Revocations: c.revocations, Events: c.events,
+		Products: c.products, Revocations: c.revocations, Events: c.events, ResignJobs: c.resignJobs,
 	}
-	if len(licenses) == 0 && len(first.Rings) == 0 && len(first.Policies) == 0 && !first.Products && !first.Revocations && !first.Events {
+	if len(licenses) == 0 && len(first.Rings) == 0 && len(first.Policies) == 0 && !first.Products && !first.Revocations && !first.Events && !first.ResignJobs {
 		return nil
 	}
 	var out []string
@@ -153,6 +161,6 @@ func decode(s string) (store.Change, string, error) {
 	}
 	return store.Change{
 		All: p.All, Licenses: p.Licenses, Rings: p.Rings, Policies: p.Policies,
-		Products: p.Products, Revocations: p.Revocations, Events: p.Events,
+		Products: p.Products, Revocations: p.Revocations, Events: p.Events, ResignJobs: p.ResignJobs,
 	}, p.Origin, nil
 }

@@ -158,6 +158,9 @@ func (t *tx) PutResignJob(j *store.ResignJob) error {
 	if code, _ := violation(err); code == checkViolation {
 		return keyward.Errorf(keyward.EInvalid, "re-sign job %s: invalid state %q", j.KID, j.State)
 	}
+	if err == nil {
+		t.ch.resignJob()
+	}
 	return wrap(err, "put re-sign job %s", j.KID)
 }
 

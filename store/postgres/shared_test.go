@@ -458,5 +458,5 @@ func TestListenLargeChange(t *testing.T) {
 func equalChange(a, b store.Change) bool {
 	return a.All == b.All && a.Disconnected == b.Disconnected && slices.Equal(a.Licenses, b.Licenses) &&
 		slices.Equal(a.Rings, b.Rings) && slices.Equal(a.Policies, b.Policies) && a.Products == b.Products &&
-		a.Revocations == b.Revocations && a.Events == b.Events
+		a.Revocations == b.Revocations && a.Events == b.Events && a.ResignJobs == b.ResignJobs
 }

@@ -71,25 +71,35 @@ func scanCertificate(s scanner) (*store.Certificate, error) {
 const certChunk = 128
 
 // PutCertificates upserts in chunks: one statement per chunk instead of
-// one per certificate, which is what makes bulk re-signing cheap.
+// one per certificate, which is what makes bulk re-signing cheap. The
+// statement of a full chunk is prepared once per call.
 func (t *tx) PutCertificates(cs []*store.Certificate) error {
+	var full *sql.Stmt
+	defer func() {
+		if full != nil {
+			full.Close()
+		}
+	}()
 	for len(cs) > 0 {
 		n := min(len(cs), certChunk)
 		chunk := cs[:n]
 		cs = cs[n:]
-		var q strings.Builder
-		q.WriteString(`INSERT INTO license_certificates (` + certCols + `) VALUES `)
 		args := make([]any, 0, 7*n)
-		for i, c := range chunk {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+		for _, c := range chunk {
 			args = append(args, c.LicenseID, c.ProductID, c.KID, c.JTI, toNanos(c.IssuedAt), toNanos(c.ExpiresAt), c.Token)
 		}
-		q.WriteString(` ON CONFLICT (license_id) DO UPDATE SET product_id = excluded.product_id, kid = excluded.kid,
-			jti = excluded.jti, issued_at = excluded.issued_at, expires_at = excluded.expires_at, token = excluded.token`)
-		_, err := t.exec(q.String(), args...)
+		var err error
+		switch {
+		case n == certChunk && full == nil:
+			if full, err = t.tx.PrepareContext(t.ctx, putCertsQuery(n)); err != nil {
+				return wrap(err, "put certificates")
+			}
+			fallthrough
+		case n == certChunk:
+			_, err = full.ExecContext(t.ctx, args...)
+		default:
+			_, err = t.exec(putCertsQuery(n), args...)
+		}
 		if constraint(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY {
 			return keyward.Errorf(keyward.ENotFound, "license of certificate %s not found", chunk[0].JTI)
 		}
@@ -98,6 +108,16 @@ func (t *tx) PutCertificates(cs []*store.Certificate) error {
 		}
 	}
 	return nil
+}
+
+// putCertsQuery is the upsert of n certificates.
+func putCertsQuery(n int) string {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO license_certificates (` + certCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	q.WriteString(strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", n-1))
+	q.WriteString(` ON CONFLICT (license_id) DO UPDATE SET product_id = excluded.product_id, kid = excluded.kid,
+		jti = excluded.jti, issued_at = excluded.issued_at, expires_at = excluded.expires_at, token = excluded.token`)
+	return q.String()
 }
 
 func (t *tx) Certificate(licenseID string) (*store.Certificate, error) {
