@@ -28,6 +28,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.governanceRoutes()...)
 	rs = append(rs, s.lifecycleRoutes()...)
 	rs = append(rs, s.abuseRoutes()...)
+	rs = append(rs, s.exceptionRoutes()...)
 	return rs
 }
 

@@ -197,22 +197,23 @@ func (a *Authority) observe(ctx context.Context, r ValidateRequest, e *cacheEntr
 		quiet = until
 		return v
 	}
-	res, err := a.autoSuspend(ctx, trip{licenseID: id, rule: rule, usage: u, via: viaRule})
+	// Not cancelled with the request: a client hanging up at once must not
+	// be a way to escape its suspension.
+	res, err := a.autoSuspend(context.WithoutCancel(ctx), trip{licenseID: id, rule: rule, usage: u, via: viaRule})
 	if err != nil {
 		a.log.Error("automatic suspension failed", "license", id, "rule", rule.Name, "err", err)
 		return v
 	}
 	quiet = a.afterTrip(pa, e.product.Name, id, res, sec)
+	// Without a license in v the key was presented for another product:
+	// that answer stays NOT_FOUND.
 	if res.outcome != keyward.AutoSuspended || v.License == nil {
-		return v // (no license: the key was presented for another product, and stays NOT_FOUND there)
+		return v
 	}
 	out := *v
-	out.Valid, out.Code, out.Lease = false, keyward.CodeSuspended, nil
-	if out.License != nil {
-		l := *out.License
-		l.State = keyward.LicenseSuspended
-		out.License = &l
-	}
+	l := *v.License
+	l.State = keyward.LicenseSuspended
+	out.Valid, out.Code, out.Lease, out.License = false, keyward.CodeSuspended, nil, &l
 	return &out
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -724,4 +725,67 @@ func TestLicenseUsage(t *testing.T) {
 	}
 	_, err = f.auth.LicenseUsage(f.ctx, "lic_missing")
 	wantCode(t, err, keyward.ENotFound)
+}
+
+// TestAutoSuspendConcurrentBurst: validations racing from several
+// goroutines suspend the license exactly once.
+func TestAutoSuspendConcurrentBurst(t *testing.T) {
+	f := newFixture(t)
+	f.product(t, "acme")
+	applyAbusePolicy(t, f, "acme", defaultGuards, "burst: usage.validations_per_minute > 100")
+	is := f.issue(t, authority.IssueRequest{Product: "acme", Holder: "c", MaxMachines: intp(0)})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				if _, err := f.auth.Validate(context.Background(), authority.ValidateRequest{Key: string(is.Key)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(f.autoSuspensions(t)); n != 1 {
+		t.Errorf("%d automatic suspensions, want 1", n)
+	}
+	if n := len(f.events(t, "license.auto_suspended")); n != 1 {
+		t.Errorf("%d license.auto_suspended events, want 1", n)
+	}
+	if aps, _ := f.auth.Approvals(f.ctx, authority.ApprovalQuery{Target: is.License.ID}); len(aps) != 1 {
+		t.Errorf("%d approval requests, want 1", len(aps))
+	}
+}
+
+// TestAutoSuspendClientHangsUp: a client that cancels its requests (hangs
+// up) as soon as they are sent still gets its license suspended.
+func TestAutoSuspendClientHangsUp(t *testing.T) {
+	f := newFixture(t)
+	f.product(t, "acme")
+	applyAbusePolicy(t, f, "acme", defaultGuards, "burst: usage.validations_per_minute > 20")
+	is := f.issue(t, authority.IssueRequest{Product: "acme", Holder: "c", MaxMachines: intp(0)})
+	for range 2 { // the first touches the license (which drops it from the cache), the second caches it
+		f.validateFrom(t, authority.ValidateRequest{Key: string(is.Key)})
+	}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 30 {
+		v, err := f.auth.Validate(gone, authority.ValidateRequest{Key: string(is.Key)})
+		if err != nil {
+			// Once suspended the license left the cache: reading it again
+			// needs the store, which the cancelled context cannot reach.
+			if l := f.license(t, is.License.ID); l.State != keyward.LicenseSuspended {
+				t.Fatalf("validation %d: %v while the license is %s", i, err, l.State)
+			}
+			break
+		}
+		if v.Code == keyward.CodeSuspended {
+			break
+		}
+	}
+	if l := f.license(t, is.License.ID); l.State != keyward.LicenseSuspended {
+		t.Errorf("license %s, want suspended", l.State)
+	}
 }

@@ -370,6 +370,8 @@ func (a *Authority) execute(ctx context.Context, tx store.Tx, now time.Time, ap 
 			return err
 		}
 		return a.transitionKeyApproved(ctx, tx, now, k, keyward.KeyDestroy, ap.Reason, ids)
+	case ExceptionGrantAction:
+		return a.executeException(ctx, tx, now, ap)
 	default:
 		return fmt.Errorf("approval %s: no executor for action %q", ap.ID, ap.Action)
 	}
@@ -398,6 +400,11 @@ func (a *Authority) DenyApproval(ctx context.Context, id, reason string) (*keywa
 			return err
 		}
 		out = ap
+		if ap.Action == ExceptionGrantAction {
+			if err := a.denyException(ctx, tx, now, ap, reason); err != nil {
+				return err
+			}
+		}
 		return a.record(ctx, tx, now, change{
 			action: "approval.deny", event: "approval.denied", targetType: "approval", targetID: ap.ID,
 			before: string(keyward.ApprovalPending), after: string(keyward.ApprovalDenied), reason: reason, details: approvalDetails(ap),

@@ -152,7 +152,9 @@ func TestCheckpointerRunRefusesAfterTampering(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	f.product(t, "acme")
-	first := waitCheckpoint(t, f, func(c *store.Checkpoint) bool { return c != nil })
+	// The signer may sign before the product's entries land: wait for one
+	// that covers at least the first four entries (the subtree tampered below).
+	first := waitCheckpoint(t, f, func(c *store.Checkpoint) bool { return c != nil && c.Size >= 4 })
 	raw, err := sql.Open("sqlite", "file:"+filepath.Join(f.dir, "k.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)

@@ -88,7 +88,8 @@ type Authority struct {
 	mu      sync.Mutex
 	signers map[string]*keys.PrivateKey // opened private keys by kid
 	vc      *validationCache
-	macs    sync.Pool // of hash.Hash: HMAC-SHA-256 keyed with pepper
+	touches touchBuffer // last-seen times waiting for FlushTouches
+	macs    sync.Pool   // of hash.Hash: HMAC-SHA-256 keyed with pepper
 }
 
 const pepperSecret = "pepper"

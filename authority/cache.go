@@ -182,11 +182,6 @@ func (x trackingTx) UpdateLicense(l *keyward.License) error {
 	return x.Tx.UpdateLicense(l)
 }
 
-func (x trackingTx) TouchLicense(id string, at time.Time) error {
-	x.t.license(id)
-	return x.Tx.TouchLicense(id, at)
-}
-
 func (x trackingTx) CreateLicenseKey(k *keyward.LicenseKey) error {
 	x.t.license(k.LicenseID)
 	return x.Tx.CreateLicenseKey(k)

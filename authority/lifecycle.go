@@ -220,6 +220,12 @@ func (a *Authority) ringStep(ctx context.Context, tx store.Tx, now time.Time, r 
 		}
 		return res, a.activateDecided(ctx, tx, now, k, d.Reason, dec)
 	case policy.ActionDestroy:
+		if e, err := heldBy(tx, now, d.Target, ExceptionRuleDestroy); err != nil || e != nil {
+			if err != nil {
+				return nil, err
+			}
+			return nil, skipStep{fmt.Sprintf("held by exception %s until %s", e.ID, e.Until.UTC().Format(time.RFC3339))}
+		}
 		k, err := tx.Key(d.Target)
 		if err != nil {
 			return nil, err
@@ -326,12 +332,24 @@ func (a *Authority) SweepLicenses(ctx context.Context, limit int) (rep SweepRepo
 		limit = DefaultSweepBatch
 	}
 	ctx = keyward.NewContextWithPrincipal(ctx, schedulerPrincipal)
-	for _, part := range []func(context.Context, int, *SweepReport) (bool, error){a.sweepExpiry, a.sweepNotices, a.sweepRetire} {
+	// Retire rules read last_validated_at: write the buffered last-seen
+	// times first, so a license validated a moment ago is not "inactive".
+	if _, err := a.FlushTouches(ctx); err != nil {
+		return rep, false, err
+	}
+	for _, part := range []func(context.Context, int, *SweepReport) (bool, error){a.sweepExpiry, a.sweepNotices} {
 		m, err := part(ctx, limit, &rep)
 		if err != nil {
 			return rep, more, err
 		}
 		more = more || m
+	}
+	// The retire rules walk every active license with a wrapping cursor, one
+	// batch per tick: it never asks for another tick at once, or with a
+	// million licenses it would run without pause (rules like "inactive for
+	// 180 days" need no faster pass; docs/lifecycle.md).
+	if _, err := a.sweepRetire(ctx, limit, &rep); err != nil {
+		return rep, more, err
 	}
 	return rep, more, nil
 }
@@ -400,14 +418,19 @@ func (a *Authority) decideLicense(ctx context.Context, tx store.Tx, now time.Tim
 	}
 	for _, d := range ds {
 		var action keyward.LicenseAction
-		var kind string
+		var kind, rule string
 		switch d.Action {
 		case policy.ActionExpire:
-			action, kind = keyward.LicenseExpire, "expire"
+			action, kind, rule = keyward.LicenseExpire, "expire", ExceptionRuleExpire
 		case policy.ActionRetireLicense:
-			action, kind = keyward.LicenseRetire, "retire-license"
+			action, kind, rule = keyward.LicenseRetire, "retire-license", d.Rule
 		default:
 			continue
+		}
+		if e, err := heldBy(tx, now, l.ID, rule); err != nil {
+			return err
+		} else if e != nil {
+			continue // held by an exception: not recorded, so it runs once the exception ends
 		}
 		run, err := licenseStep(tx, now, kind+":"+l.ID, kind, l.ID)
 		if err != nil || !run {
@@ -499,6 +522,10 @@ type PlannedStep struct {
 	// approval", "denied".
 	Status     string `json:"status"`
 	ApprovalID string `json:"approval_id,omitempty"`
+	// ExceptionID and HeldUntil name the active exception holding the
+	// step (Status "held by exception"); it runs after HeldUntil.
+	ExceptionID string     `json:"exception_id,omitempty"`
+	HeldUntil   *time.Time `json:"held_until,omitempty"`
 }
 
 // RingPlan is what will happen to one ring, and when.
@@ -614,7 +641,19 @@ func (a *Authority) planRing(tx store.Tx, now time.Time, r Ring) (*RingPlan, err
 				}
 			}
 		}
+		if d.Action == policy.ActionDestroy {
+			if err := holdPlanned(tx, now, &st); err != nil {
+				return nil, err
+			}
+		}
 		rp.Steps = append(rp.Steps, st)
+	}
+	if r.ProductID != "" {
+		held, err := heldLicenseSteps(tx, now, r.ProductID)
+		if err != nil {
+			return nil, err
+		}
+		rp.Steps = append(rp.Steps, held...)
 	}
 	slices.SortStableFunc(rp.Steps, func(x, y PlannedStep) int { return x.Due.Compare(y.Due) })
 	for _, k := range ks {

@@ -45,10 +45,10 @@ const (
 // admin may do everything.
 var rolePermissions = map[string][]string{
 	keyward.RoleIssuer:   {PermProductRead, PermLicenseRead, PermLicenseIssue, PermLicenseReissue, PermLicenseCheck, PermLicenseValid, PermMachineRead, PermKeyRead, PermPolicyRead, PermMFAEnroll},
-	keyward.RoleRotator:  {PermProductRead, PermKeyRead, PermKeyRotate, PermKeyActivate, PermKeyRetire, PermKeyDestroy, PermKeyRollback, PermPolicyRead, PermApprovalRead, PermMFAEnroll},
-	keyward.RoleRevoker:  {PermProductRead, PermLicenseRead, PermLicenseSignal, PermLicenseSuspend, PermLicenseReinst, PermLicenseRevoke, PermLicenseRetire, PermKeyRead, PermKeyRevoke, PermMachineRead, PermMachineDeact, PermPolicyRead, PermApprovalRead, PermMFAEnroll},
-	keyward.RoleApprover: {PermProductRead, PermLicenseRead, PermKeyRead, PermPolicyRead, PermApprovalRead, PermApprovalGrant, PermApprovalDeny, PermMFAEnroll},
-	keyward.RoleAuditor:  {PermProductRead, PermLicenseRead, PermKeyRead, PermMachineRead, PermAuditRead, PermPolicyRead, PermApprovalRead, PermTokenRead, PermMFAEnroll},
+	keyward.RoleRotator:  {PermProductRead, PermKeyRead, PermKeyRotate, PermKeyActivate, PermKeyRetire, PermKeyDestroy, PermKeyRollback, PermPolicyRead, PermApprovalRead, PermExceptionRequest, PermExceptionRead, PermMFAEnroll},
+	keyward.RoleRevoker:  {PermProductRead, PermLicenseRead, PermLicenseSignal, PermLicenseSuspend, PermLicenseReinst, PermLicenseRevoke, PermLicenseRetire, PermKeyRead, PermKeyRevoke, PermMachineRead, PermMachineDeact, PermPolicyRead, PermApprovalRead, PermExceptionRequest, PermExceptionRead, PermMFAEnroll},
+	keyward.RoleApprover: {PermProductRead, PermLicenseRead, PermKeyRead, PermPolicyRead, PermApprovalRead, PermExceptionRead, PermApprovalGrant, PermApprovalDeny, PermMFAEnroll},
+	keyward.RoleAuditor:  {PermProductRead, PermLicenseRead, PermKeyRead, PermMachineRead, PermAuditRead, PermPolicyRead, PermApprovalRead, PermExceptionRead, PermTokenRead, PermMFAEnroll},
 	keyward.RoleSupport:  {PermProductRead, PermLicenseRead, PermLicenseSignal, PermLicenseSuspend, PermMachineRead, PermMachineDeact, PermKeyRead, PermPolicyRead, PermMFAEnroll},
 	keyward.RoleService:  {PermLicenseValid, PermLicenseCheck, PermLicenseSignal},
 }

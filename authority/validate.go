@@ -40,9 +40,6 @@ type Validation struct {
 	Lease   *Lease
 }
 
-// touchEvery bounds how often validation writes last-seen times.
-const touchEvery = time.Minute
-
 // ParseLicenseKey parses a license key string, turning format errors into
 // EInvalidLicenseKey. The key is never echoed back.
 func ParseLicenseKey(s string) (licensekey.Key, error) {
@@ -103,29 +100,31 @@ func (a *Authority) validate(ctx context.Context, r ValidateRequest) (*Validatio
 	if !judge(e, now, r, v) {
 		return v, e, now, nil
 	}
-	// Valid. A machine needs looking up, a lease signing, or last-seen
-	// times moving: read the machine, and write only when something changes.
-	stale := e.license.LastValidatedAt == nil || now.Sub(*e.license.LastValidatedAt) >= touchEvery
-	if r.Fingerprint == "" && !stale {
+	// Valid. Last-seen times go to the in-memory touch buffer (written in
+	// batches by FlushTouches), so a validation without a new machine never
+	// takes the writer lock.
+	a.touches.license(e.license.ID, now)
+	v.License.LastValidatedAt = &now
+	if r.Fingerprint == "" {
 		return v, e, now, nil
 	}
-	if r.Fingerprint != "" && !stale {
-		var done bool
-		err = a.store.View(ctx, func(tx store.Tx) error {
-			m, err := tx.MachineByFingerprint(e.license.ID, r.Fingerprint)
-			if keyward.ErrorCode(err) == keyward.ENotFound || (err == nil && now.Sub(m.LastSeenAt) >= touchEvery) {
-				return nil // new machine or stale last-seen: the write path below
-			} else if err != nil {
-				return err
-			}
-			v.Machine = m
-			v.Lease, err = a.signLease(ctx, tx, now, v.Product, v.License, m)
-			done = err == nil
+	var done bool
+	err = a.store.View(ctx, func(tx store.Tx) error {
+		m, err := tx.MachineByFingerprint(e.license.ID, r.Fingerprint)
+		if keyward.ErrorCode(err) == keyward.ENotFound {
+			return nil // a new machine: the write path below
+		} else if err != nil {
 			return err
-		})
-		if err != nil || done {
-			return v, e, now, err
 		}
+		a.touches.machine(m.ID, now)
+		m.LastSeenAt = now
+		v.Machine = m
+		v.Lease, err = a.signLease(ctx, tx, now, v.Product, v.License, m)
+		done = err == nil
+		return err
+	})
+	if err != nil || done {
+		return v, e, now, err
 	}
 	// Do it again in a write transaction, so machine counting is serialized.
 	err = a.store.Update(ctx, func(tx store.Tx) error {
@@ -193,28 +192,20 @@ func judge(e *cacheEntry, now time.Time, r ValidateRequest, v *Validation) bool 
 	return v.Valid
 }
 
-// admit records the validation: touches last-seen times, activates the
-// machine if it is new and there is room, and signs a lease.
+// admit records the validation: activates the machine if it is new and
+// there is room, and signs a lease. Last-seen times go to the touch buffer.
 func (a *Authority) admit(ctx context.Context, tx store.Tx, now time.Time, r ValidateRequest, v *Validation) error {
 	l := v.License
-	if l.LastValidatedAt == nil || now.Sub(*l.LastValidatedAt) >= touchEvery {
-		if err := tx.TouchLicense(l.ID, now); err != nil {
-			return err
-		}
-		l.LastValidatedAt = &now
-	}
+	a.touches.license(l.ID, now)
+	l.LastValidatedAt = &now
 	if r.Fingerprint == "" {
 		return nil
 	}
 	m, err := tx.MachineByFingerprint(l.ID, r.Fingerprint)
 	switch {
 	case err == nil:
-		if now.Sub(m.LastSeenAt) >= touchEvery {
-			if err := tx.TouchMachine(m.ID, now); err != nil {
-				return err
-			}
-			m.LastSeenAt = now
-		}
+		a.touches.machine(m.ID, now)
+		m.LastSeenAt = now
 	case keyward.ErrorCode(err) == keyward.ENotFound:
 		if l.MaxMachines > 0 {
 			ms, err := tx.Machines(l.ID)

@@ -30,6 +30,12 @@ func (r loadResult) RPS() float64 { return float64(r.Requests) / r.Duration.Seco
 // a prebuilt request per body, a minimal response reader, so the load
 // generator takes as little of the machine as possible from the server.
 func runLoad(addr string, conns int, d time.Duration, reqs [][]byte) (loadResult, error) {
+	return runLoadAcross([]string{addr}, conns, d, reqs)
+}
+
+// runLoadAcross is runLoad with connection c going to addrs[c%len(addrs)]:
+// the same total connections, spread round-robin over several servers.
+func runLoadAcross(addrs []string, conns int, d time.Duration, reqs [][]byte) (loadResult, error) {
 	var total, errs atomic.Int64
 	lat := make([][]time.Duration, conns)
 	statuses := make([]map[int]int64, conns)
@@ -41,7 +47,7 @@ func runLoad(addr string, conns int, d time.Duration, reqs [][]byte) (loadResult
 		statuses[c] = map[int]int64{}
 		go func() {
 			defer wg.Done()
-			nc, err := net.Dial("tcp", addr)
+			nc, err := net.Dial("tcp", addrs[c%len(addrs)])
 			if err != nil {
 				errs.Add(1)
 				return
@@ -89,7 +95,7 @@ func runLoad(addr string, conns int, d time.Duration, reqs [][]byte) (loadResult
 		}
 	}
 	if len(all) == 0 {
-		return res, fmt.Errorf("no request completed against %s", addr)
+		return res, fmt.Errorf("no request completed against %v", addrs)
 	}
 	slices.Sort(all)
 	res.P50, res.P99, res.Max = all[len(all)/2], all[len(all)*99/100], all[len(all)-1]

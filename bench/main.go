@@ -10,6 +10,10 @@
 //   - server RSS with N licenses under load, database bytes per license.
 //
 // Usage: go run ./bench [-n 1000000] [-conns 64] [-duration 10s]
+//
+// With -db postgres://… it measures replicas instead (bench/replicas.go,
+// docs/deploy.md): validation with 1 … -replicas servers sharing one
+// PostgreSQL schema, and revocation propagation from one replica to another.
 package main
 
 import (
@@ -48,7 +52,19 @@ func main() {
 	working := flag.Int("working-set", 100_000, "distinct keys the load cycles through")
 	rounds := flag.Int("rounds", 2, "alternating baseline/keyward rounds (best of each is reported)")
 	keep := flag.String("dir", "", "work directory (default: a temporary one, removed after)")
+	db := flag.String("db", "", "postgres://… : measure replicas on this database (in a scratch schema, dropped after) instead of the SQLite anchors")
+	replicas := flag.Int("replicas", 2, "with -db: measure validation with 1 up to this many replicas")
+	watchers := flag.Int("watchers", 10, "with -db: revocation watchers on the second replica")
+	changes := flag.Int("changes", 50, "with -db: suspensions through the first replica, each awaited by every watcher")
 	flag.Parse()
+	if *db != "" {
+		if err := runReplicas(replicaOptions{db: *db, replicas: *replicas, n: *n, conns: *conns, dur: *dur, working: *working, rounds: *rounds,
+			dir: *keep, watchers: *watchers, changes: *changes}); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*n, *conns, *dur, *working, *rounds, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -94,32 +110,10 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 	}
 	c := &api{base: "http://" + kwAddr, token: strings.TrimSpace(string(tok))}
 
-	// Seed N licenses through the batch API, keeping a working set of keys.
-	if err := c.post("/v1/products", map[string]any{"name": "bench"}, nil); err != nil {
+	keysSeen, issueRate, err := seed(c, n, working)
+	if err != nil {
 		return err
 	}
-	keysSeen := make([]string, 0, working)
-	logf("seeding %d licenses through POST /v1/licenses:batch", n)
-	t0 := time.Now()
-	for done := 0; done < n; {
-		count := min(10000, n-done)
-		var out struct {
-			Licenses []struct{ ID, Key string }
-		}
-		if err := c.post("/v1/licenses:batch", map[string]any{"product": "bench", "holder": "bench", "count": count, "max_machines": 0}, &out); err != nil {
-			return err
-		}
-		for _, l := range out.Licenses {
-			if len(keysSeen) < working {
-				keysSeen = append(keysSeen, l.Key)
-			}
-		}
-		done += count
-		if done%100000 == 0 || done == n {
-			logf("  %d/%d (%.0f licenses/s)", done, n, float64(done)/time.Since(t0).Seconds())
-		}
-	}
-	issueRate := float64(n) / time.Since(t0).Seconds()
 
 	// Baseline process.
 	base := exec.Command(self, "baseline", baseAddr)
@@ -133,11 +127,15 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 	}
 
 	plain := make([][]byte, len(keysSeen))
-	withFP := make([][]byte, len(keysSeen))
+	// The lease load uses a smaller set (machines already activated is the
+	// steady state; activating 100 000 machines would measure the writer).
+	withFP := make([][]byte, min(len(keysSeen), 2000))
 	basereqs := make([][]byte, len(keysSeen))
 	for i, k := range keysSeen {
 		plain[i] = buildRequest(kwAddr, "/v1/validate", []byte(`{"key":"`+k+`"}`))
-		withFP[i] = buildRequest(kwAddr, "/v1/validate", []byte(`{"key":"`+k+`","fingerprint":"bench-machine-`+strconv.Itoa(i%7)+`"}`))
+		if i < len(withFP) {
+			withFP[i] = buildRequest(kwAddr, "/v1/validate", []byte(`{"key":"`+k+`","fingerprint":"bench-machine-`+strconv.Itoa(i%7)+`"}`))
+		}
 		basereqs[i] = buildRequest(baseAddr, "/v1/validate", []byte(`{"key":"`+k+`"}`))
 	}
 
@@ -146,7 +144,7 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 	if _, err := runLoad(kwAddr, conns, 3*time.Second, plain); err != nil {
 		return err
 	}
-	if _, err := runLoad(kwAddr, conns, 3*time.Second, withFP); err != nil {
+	if _, err := runLoad(kwAddr, conns, 8*time.Second, withFP); err != nil {
 		return err
 	}
 	if _, err := runLoad(baseAddr, conns, time.Second, basereqs); err != nil {
@@ -207,6 +205,36 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 	fmt.Printf("| server RSS after load | %.0f MiB | target 300 MiB | |\n", float64(rss)/(1<<20))
 	fmt.Printf("| database size | %.0f bytes/license (%.0f MiB total) | | |\n", float64(dbBytes)/float64(n), float64(dbBytes)/(1<<20))
 	return nil
+}
+
+// seed issues n licenses of product "bench" through the batch API and
+// returns the first working keys and the issuance rate (licenses/s).
+func seed(c *api, n, working int) ([]string, float64, error) {
+	if err := c.post("/v1/products", map[string]any{"name": "bench"}, nil); err != nil {
+		return nil, 0, err
+	}
+	keysSeen := make([]string, 0, working)
+	logf("seeding %d licenses through POST /v1/licenses:batch", n)
+	t0 := time.Now()
+	for done := 0; done < n; {
+		count := min(10000, n-done)
+		var out struct {
+			Licenses []struct{ ID, Key string }
+		}
+		if err := c.post("/v1/licenses:batch", map[string]any{"product": "bench", "holder": "bench", "count": count, "max_machines": 0}, &out); err != nil {
+			return nil, 0, err
+		}
+		for _, l := range out.Licenses {
+			if len(keysSeen) < working {
+				keysSeen = append(keysSeen, l.Key)
+			}
+		}
+		done += count
+		if done%100000 == 0 || done == n {
+			logf("  %d/%d (%.0f licenses/s)", done, n, float64(done)/time.Since(t0).Seconds())
+		}
+	}
+	return keysSeen, float64(n) / time.Since(t0).Seconds(), nil
 }
 
 // runBaseline serves the anchor: decode the same request JSON, encode a

@@ -32,6 +32,15 @@ func TestSoak(t *testing.T) {
 	defer rs.Shutdown(context.Background())
 	tok, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
 	c := &api{base: "http://" + rs.Addr, token: strings.TrimSpace(string(tok))}
+	// Each key is validated thousands of times a minute: a burst, which
+	// the built-in policy suspends (docs/abuse.md). The soak is about
+	// revocation under load, so its product runs the dev built-in policy
+	// without autoSuspend rules.
+	const soakPolicy = "apiVersion: keyward.dev/v1\nkind: LifecyclePolicy\nmetadata: {name: soak, product: demo}\n" +
+		"spec:\n  revocation: {approvals: 0, autoSuspend: []}\n  duties: {separate: []}\n  mfa: []\n"
+	if err := c.post("/v1/products/demo/policies", map[string]any{"document": soakPolicy, "justification": "soak test"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	var out struct{ Licenses []struct{ ID, Key string } }
 	if err := c.post("/v1/licenses:batch", map[string]any{"product": "demo", "holder": "soak", "count": 400, "max_machines": 0}, &out); err != nil {
 		t.Fatal(err)

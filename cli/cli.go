@@ -108,7 +108,7 @@ func newRoot(e *env) *cobra.Command {
 	root.AddCommand(
 		serverCmd(e), productCmd(e), keyCmd(e), licenseCmd(e), verifyCmd(e), kekCmd(e), tokenCmd(e),
 		webhookCmd(e), auditCmd(e), policyCmd(e), revocationsCmd(e), drillCmd(e),
-		approvalCmd(e), mfaCmd(e), migrateCmd(e),
+		approvalCmd(e), exceptionCmd(e), mfaCmd(e), migrateCmd(e),
 	)
 	return root
 }

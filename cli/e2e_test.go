@@ -58,7 +58,7 @@ func start(t *testing.T, dir string, logs *lockedBuffer) *harness {
 }
 
 func (h *harness) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // generous: CI machines are loaded
 	defer cancel()
 	if err := h.server.Shutdown(ctx); err != nil {
 		h.t.Errorf("Shutdown: %v", err)

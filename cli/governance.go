@@ -123,7 +123,7 @@ func approvalCmd(e *env) *cobra.Command {
 	list.Flags().BoolVar(&all, "all", false, "every state")
 	list.Flags().StringVar(&product, "product", "", "only this product's requests")
 	list.Flags().StringVar(&target, "target", "", "only requests about this license id or kid")
-	list.Flags().StringVar(&action, "action", "", "only license.revoke or key.destroy requests")
+	list.Flags().StringVar(&action, "action", "", "only license.revoke, key.destroy or exception.grant requests")
 	list.MarkFlagsMutuallyExclusive("state", "all")
 
 	show := &cobra.Command{

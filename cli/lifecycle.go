@@ -97,6 +97,9 @@ func scheduleTable(w io.Writer, s api.Schedule) {
 			if st.ApprovalID != "" {
 				status += " " + st.ApprovalID
 			}
+			if st.ExceptionID != "" && st.HeldUntil != nil {
+				status += " " + st.ExceptionID + " until " + st.HeldUntil.Format(time.RFC3339)
+			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", st.Due.Format(time.RFC3339), until(s.Now, st.Due), st.Action, target, status, st.Rule)
 		}
 		for _, j := range r.Resign {

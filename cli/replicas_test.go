@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/cli"
 	"github.com/keyward/keyward/revocation"
@@ -43,11 +45,13 @@ type cluster struct {
 // startReplica starts a dev server on the cluster's database and data
 // directory. Its revocation registry polls hourly, so a revocation
 // committed elsewhere can only reach it in time through the change feed.
-func (c *cluster) startReplica() *harness {
+// Its connections carry application_name "replica-NAME", so the test can
+// cut them as a crash would.
+func (c *cluster) startReplica(name string) *harness {
 	c.t.Helper()
 	logs := &lockedBuffer{}
 	rs, err := cli.StartServer(context.Background(), cli.ServerConfig{
-		Dev: true, DataDir: c.dir, DB: c.db, Listen: "127.0.0.1:0", Clock: c.clock,
+		Dev: true, DataDir: c.dir, DB: c.db + "&application_name=replica-" + name, Listen: "127.0.0.1:0", Clock: c.clock,
 		SchedulerInterval: 50 * time.Millisecond, CheckpointInterval: time.Hour,
 		Revocations: revocation.Config{PollInterval: time.Hour},
 		Logger:      slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -94,10 +98,11 @@ func (h *harness) validationCode(key string) string {
 
 func TestReplicas(t *testing.T) {
 	c := &cluster{t: t, dir: t.TempDir(), db: pgtest.URL(t), clock: &testClock{t: time.Now().UTC().Truncate(time.Second)}}
-	a := c.startReplica()
-	b := c.startReplica()
-	r3 := c.startReplica()
+	a := c.startReplica("a")
+	b := c.startReplica("b")
+	r3 := c.startReplica("c")
 	all := []*harness{a, b, r3}
+	names := []string{"a", "b", "c"}
 
 	t.Run("JoinFromOneDataDirectory", func(t *testing.T) {
 		// One KEK file, one admin token, one pepper: a license issued
@@ -147,6 +152,22 @@ func TestReplicas(t *testing.T) {
 				return
 			}
 		}
+	})
+
+	t.Run("DrillAcrossReplicas", func(t *testing.T) {
+		// `drill revocation --watch-server`: changes through A, SDK
+		// watchers on B (docs/deploy.md measures it this way).
+		var res struct {
+			Expected  int     `json:"expected"`
+			Delivered int     `json:"delivered"`
+			P99       float64 `json:"p99_ms"`
+		}
+		a.ok(&res, "drill", "revocation", "--watch-server", b.url, "--subscribers", "2", "--count", "2")
+		if res.Expected != 4 || res.Delivered != 4 || res.P99 <= 0 {
+			t.Errorf("drill across replicas: %+v", res)
+		}
+		// The watchers really go to --watch-server: nobody listens there.
+		a.fails("", "drill", "revocation", "--watch-server", "http://127.0.0.1:1", "--subscribers", "1", "--count", "1", "--timeout", "200ms")
 	})
 
 	t.Run("ValidationCacheFollowsOtherReplicas", func(t *testing.T) {
@@ -297,8 +318,21 @@ func TestReplicas(t *testing.T) {
 			}
 			return next != ""
 		})
-		// The leader dies with the rotation half done.
-		all[leader].stop()
+		// The leader dies with the rotation half done: the database sees
+		// its connections drop (which releases the scheduler lock), then
+		// the process is gone.
+		conn, err := pgx.Connect(ctx, c.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cut int
+		err = conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE $1`,
+			"replica-"+names[leader]+"%").Scan(&cut)
+		conn.Close(ctx)
+		if err != nil || cut == 0 {
+			t.Fatalf("cut the leader's connections: %d, %v", cut, err)
+		}
+		all[leader].server.Shutdown(ctx) // errors expected: its connections are gone
 		all[leader].server = nil
 		survivors := []*harness{}
 		for i, h := range all {

@@ -222,7 +222,7 @@ func entriesTable(w io.Writer, ls []revocation.LicenseEntry, ks []revocation.Key
 func drillCmd(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "drill", Short: "Exercise the running system and measure it"}
 	var subscribers, count int
-	var product, action, revokerToken string
+	var product, action, revokerToken, watch string
 	var raw bool
 	var timeout time.Duration
 	rev := &cobra.Command{
@@ -235,6 +235,10 @@ entries) and measures, for each watcher and change, the time from just
 before the request was sent to the verified event being applied: an upper
 bound on commit-to-receipt. It waits for every watcher before the next
 change, so measurements do not overlap.
+
+With --watch-server the watchers subscribe to another replica than the one
+the changes go through: the figure is then propagation between replicas
+(docs/deploy.md).
 
 Suspension travels exactly the path of a revocation (registry row, push,
 SDK check) but needs no second approval or MFA code and can be undone: at
@@ -253,7 +257,7 @@ retire (or revoke) licenses.`,
 			if action != "suspend" && action != "revoke" {
 				return usageError(fmt.Errorf("--action %q: want suspend or revoke", action))
 			}
-			res, err := runDrill(e, drillOptions{product: product, action: action, revokerToken: revokerToken, raw: raw, n: subscribers, m: count, timeout: timeout})
+			res, err := runDrill(e, drillOptions{product: product, action: action, revokerToken: revokerToken, watch: watch, raw: raw, n: subscribers, m: count, timeout: timeout})
 			if err != nil {
 				return err
 			}
@@ -271,6 +275,7 @@ retire (or revoke) licenses.`,
 	rev.Flags().StringVar(&action, "action", "suspend", "suspend (then reinstate and retire) or revoke")
 	rev.Flags().StringVar(&revokerToken, "revoker-token", "", "with --action revoke: a second principal's token for the revocations (separation of duties keeps the issuer from revoking)")
 	rev.Flags().BoolVar(&raw, "raw", false, "subscribers read the event stream without the SDK and do not verify signatures: the server's push latency alone (diagnostic)")
+	rev.Flags().StringVar(&watch, "watch-server", "", "watchers subscribe to this server instead of --server (another replica: measures propagation between replicas)")
 	rev.Flags().StringVar(&product, "product", "keyward-drill", "drill product (created if missing)")
 	rev.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for each revocation to reach every watcher")
 	c.AddCommand(rev)
@@ -295,6 +300,7 @@ type drillResult struct {
 
 type drillOptions struct {
 	product, action, revokerToken string
+	watch                         string // subscribers' server ("" = e.server)
 	raw                           bool
 	n, m                          int
 	timeout                       time.Duration
@@ -332,7 +338,11 @@ func runDrill(e *env, o drillOptions) (*drillResult, error) {
 	}
 	progress("issued %d test licenses in product %s (run %s)", len(index), p.Name, run)
 
-	sc := sdk.NewClient(e.server)
+	watchServer := e.server
+	if o.watch != "" {
+		watchServer = o.watch
+	}
+	sc := sdk.NewClient(watchServer)
 	set, err := sc.JWKS(ctx)
 	if err != nil {
 		return nil, apiErr(err)
@@ -359,7 +369,7 @@ func runDrill(e *env, o drillOptions) (*drillResult, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				err := rawSubscriber(ctx, sc.HTTP, e.server, p.Name, func() { connected.Add(1) }, record)
+				err := rawSubscriber(ctx, sc.HTTP, watchServer, p.Name, func() { connected.Add(1) }, record)
 				if err != nil && ctx.Err() == nil {
 					select {
 					case errs <- err:

@@ -74,6 +74,8 @@ type RunningServer struct {
 	done        chan error
 	stopAudit   context.CancelFunc
 	auditDone   chan struct{}
+	stopTouches context.CancelFunc
+	touchesDone chan struct{}
 	// Webhooks delivers outbox events to webhook endpoints in the
 	// background until Shutdown.
 	Webhooks     *webhook.Dispatcher
@@ -99,6 +101,8 @@ func (s *RunningServer) Shutdown(ctx context.Context) error {
 	if e := <-s.done; e != nil && !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
 	}
+	s.stopTouches() // after HTTP: the last validations' last-seen times are flushed
+	<-s.touchesDone
 	s.stopAudit()
 	<-s.auditDone
 	s.stopWebhooks()
@@ -263,6 +267,9 @@ func startWithStore(ctx context.Context, cfg ServerConfig, st store.Store, ring 
 	actx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	rs.stopAudit, rs.auditDone = stop, make(chan struct{})
 	go func() { defer close(rs.auditDone); rs.Checkpoints.Run(actx, cfg.CheckpointInterval) }()
+	tctx, tstop := context.WithCancel(context.Background())
+	rs.stopTouches, rs.touchesDone = tstop, make(chan struct{})
+	go func() { defer close(rs.touchesDone); auth.RunTouchFlusher(tctx, 10*time.Second) }()
 	wctx, stopWebhooks := context.WithCancel(context.WithoutCancel(ctx))
 	rs.Webhooks, rs.stopWebhooks, rs.webhooksDone = disp, stopWebhooks, make(chan struct{})
 	go func() { defer close(rs.webhooksDone); _ = disp.Run(wctx) }()
@@ -318,7 +325,8 @@ func bootstrap(ctx context.Context, cfg ServerConfig, auth *authority.Authority)
 	}
 	if cfg.Dev {
 		if _, err := auth.Product(ctx, "demo"); keyward.ErrorCode(err) == keyward.ENotFound {
-			if _, err := auth.CreateProduct(ctx, "demo"); err != nil {
+			// EConflict: a replica starting at the same time made it.
+			if _, err := auth.CreateProduct(ctx, "demo"); err != nil && keyward.ErrorCode(err) != keyward.EConflict {
 				return fmt.Errorf("create demo product: %w", err)
 			}
 		} else if err != nil {

@@ -1,5 +1,5 @@
 // Package store declares the narrow storage interfaces Keyward's authority
-// uses. Implementations (store/sqlite, later store/postgres) are thin: they
+// uses. Implementations (store/sqlite, store/postgres) are thin: they
 // persist and look up, and hold no lifecycle rules. storetest is the one test
 // suite every implementation passes.
 //
@@ -73,6 +73,7 @@ type Tx interface {
 	GovernanceTx
 	AbuseTx
 	LifecycleTx
+	ExceptionTx
 
 	CreateProduct(p *keyward.Product) error
 	Product(idOrName string) (*keyward.Product, error)

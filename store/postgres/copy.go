@@ -73,10 +73,9 @@ func (db *DB) CopyFrom(ctx context.Context, src RowSource, progress func(CopyPro
 		if want := slices.Sorted(slices.Values(tables)); !slices.Equal(want, slices.Sorted(slices.Values(srcTables))) {
 			return keyward.Errorf(keyward.EInvalid, "the source has tables %v, the target %v", srcTables, want)
 		}
+		// schema_migrations is each store's own record of its migrations.
+		tables = slices.DeleteFunc(tables, func(t string) bool { return t == "schema_migrations" })
 		for _, t := range tables {
-			if t == "schema_migrations" {
-				continue
-			}
 			var has bool
 			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+pgx.Identifier{t}.Sanitize()+`)`).Scan(&has); err != nil {
 				return fmt.Errorf("postgres: %s: %w", t, err)
@@ -86,9 +85,6 @@ func (db *DB) CopyFrom(ctx context.Context, src RowSource, progress func(CopyPro
 			}
 		}
 		for i, t := range tables {
-			if t == "schema_migrations" {
-				continue // the target's own record of its migrations
-			}
 			if err := copyTable(ctx, tx, src, t, func(done, total int64) {
 				if progress != nil {
 					progress(CopyProgress{Table: t, Done: done, Total: total, Index: i + 1, NumTables: len(tables)})

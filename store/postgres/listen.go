@@ -32,7 +32,9 @@ const (
 // it. It reconnects with a backoff of 100ms doubling to 5s, and returns
 // ctx's error when ctx is done or nil when the DB is closed.
 func (db *DB) Listen(ctx context.Context, fn func(store.Change)) error {
-	db.bg.Add(1)
+	if !db.background() {
+		return nil
+	}
 	defer db.bg.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

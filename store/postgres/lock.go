@@ -26,11 +26,6 @@ import (
 // It is safe to call more than once. Close releases every lock the DB
 // holds.
 func (db *DB) TryLock(ctx context.Context, name string) (lost <-chan struct{}, unlock func(), ok bool, err error) {
-	select {
-	case <-db.closed:
-		return nil, nil, false, fmt.Errorf("postgres: lock %s: store closed", name)
-	default:
-	}
 	conn, err := db.connect(ctx, "lock "+name)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("postgres: lock %s: %w", name, err)
@@ -42,10 +37,13 @@ func (db *DB) TryLock(ctx context.Context, name string) (lost <-chan struct{}, u
 		}
 		return nil, nil, false, nil
 	}
+	if !db.background() {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, nil, false, fmt.Errorf("postgres: lock %s: store closed", name)
+	}
 	l := make(chan struct{})
 	stop := make(chan struct{})
 	done := make(chan struct{})
-	db.bg.Add(1)
 	go func() {
 		defer db.bg.Done()
 		defer close(done)

@@ -100,10 +100,11 @@ type DB struct {
 	log      *slog.Logger
 	opts     Options
 
-	closeOnce sync.Once
-	closed    chan struct{} // closed by Close
-	bg        sync.WaitGroup
-	listenPID atomic.Uint32 // backend pid of the listener's connection, 0 when not connected
+	mu        sync.Mutex // guards isClosed and bg.Add against Close
+	isClosed  bool
+	closed    chan struct{}  // closed by Close
+	bg        sync.WaitGroup // listeners and lock watchers
+	listenPID atomic.Uint32  // backend pid of the listener's connection, 0 when not connected
 }
 
 var (
@@ -175,6 +176,18 @@ func (db *DB) connect(ctx context.Context, role string) (*pgx.Conn, error) {
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
+// background registers a goroutine that Close waits for; false once the
+// DB is closed.
+func (db *DB) background() bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.isClosed {
+		return false
+	}
+	db.bg.Add(1)
+	return true
+}
+
 // lockKey returns the advisory lock key of name in this store's schema.
 func (db *DB) lockKey(name string) int64 {
 	h := sha256.Sum256([]byte("keyward\x00" + db.schema + "\x00" + name))
@@ -204,7 +217,12 @@ func (db *DB) Channel() string { return db.channel }
 // Close stops the listeners and lock watchers and closes the connections.
 // Locks still held are released (their connections close).
 func (db *DB) Close() error {
-	db.closeOnce.Do(func() { close(db.closed) })
+	db.mu.Lock()
+	if !db.isClosed {
+		db.isClosed = true
+		close(db.closed)
+	}
+	db.mu.Unlock()
 	db.bg.Wait()
 	db.pool.Close()
 	return nil

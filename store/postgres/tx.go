@@ -302,9 +302,8 @@ func (t *tx) UpdateLicense(l *keyward.License) error {
 func (t *tx) TouchLicense(id string, at time.Time) error {
 	err := t.execOne(keyward.Errorf(keyward.ENotFound, "license %s not found", id),
 		`UPDATE licenses SET last_validated_at = $1 WHERE id = $2`, toNanos(at), id)
-	if err == nil {
-		t.ch.license(id)
-	}
+	// Not a change other replicas must hear of: validation never reads
+	// last_validated_at from its cache (authority/touch.go).
 	return wrap(err, "touch license %s", id)
 }
 

@@ -10,9 +10,10 @@
 // block the writer or each other. Other processes opening the same file wait
 // for locks for up to busy_timeout (10s).
 //
-// The schema is versioned: Open applies the embedded migrations the file
-// lacks, in order and in one transaction, and refuses a file whose schema is
-// newer than this package knows.
+// The schema is versioned: Open applies the migrations the file lacks
+// (package store/sqlite/migrations, the schema's one source of truth, which
+// store/postgres translates), in order and in one transaction, and refuses
+// a file whose schema is newer than this package knows.
 //
 // The package stores and looks up; it holds no lifecycle rules. The database
 // does guarantee what only it can: at most one active signing key per ring,
@@ -23,25 +24,19 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"path/filepath"
 	"runtime"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/keyward/keyward/store"
+	schema "github.com/keyward/keyward/store/sqlite/migrations"
 )
-
-//go:embed migrations/*.sql
-var migrationFS embed.FS
 
 // DB is a Keyward store in one SQLite file. It is safe for concurrent use.
 type DB struct {
@@ -168,31 +163,16 @@ type migration struct {
 	sql     string
 }
 
-// migrations returns the embedded migrations ordered by version.
+// migrations returns the schema's migrations (package migrations, shared
+// with store/postgres) ordered by version.
 func migrations() ([]migration, error) {
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	all, err := schema.All()
 	if err != nil {
 		return nil, err
 	}
-	var ms []migration
-	for _, name := range names {
-		base := filepath.Base(name)
-		num, _, ok := strings.Cut(base, "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: name must start with a positive version and '_'", base)
-		}
-		b, err := migrationFS.ReadFile(name)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: base, sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i := 1; i < len(ms); i++ {
-		if ms[i].version == ms[i-1].version {
-			return nil, fmt.Errorf("migrations %s and %s have the same version", ms[i-1].name, ms[i].name)
-		}
+	ms := make([]migration, len(all))
+	for i, m := range all {
+		ms[i] = migration{version: m.Version, name: m.Name, sql: m.SQL}
 	}
 	return ms, nil
 }

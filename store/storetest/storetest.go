@@ -91,6 +91,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	runGovernance(t, open)
 	runLifecycle(t, open)
 	runAbuse(t, open)
+	runException(t, open)
 }
 
 // t0 is the suite's epoch: microsecond precision, UTC.
