@@ -416,3 +416,35 @@ func TestZero(t *testing.T) {
 	var nilKey *keys.PrivateKey
 	nilKey.Zero()
 }
+
+// TestZeroWhileSigning: Zero may run while other goroutines sign (a key
+// compromised while leases are being signed); under -race this is the
+// proof, and every signature is either valid or refused.
+func TestZeroWhileSigning(t *testing.T) {
+	k, err := keys.Generate(keys.Ed25519, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := k.Public()
+	msg := []byte("signing input")
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range 200 {
+				sig, err := k.Sign(msg)
+				if err == nil && !pub.Verify(msg, sig) {
+					t.Error("a signature made during Zero does not verify")
+					return
+				}
+			}
+		}()
+	}
+	k.Zero()
+	for range 4 {
+		<-done
+	}
+	if _, err := k.Sign(msg); err == nil {
+		t.Error("Sign succeeded after Zero")
+	}
+}

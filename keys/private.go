@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync"
 )
 
 // Signer signs JWS signing inputs. It is the seam for keystores that never
@@ -31,7 +32,8 @@ var _ Signer = (*PrivateKey)(nil)
 
 // PrivateKey is a private signature key held in memory. It never prints its
 // secret (see String, Format and LogValue) and is not comparable with ==.
-// A *PrivateKey is safe for concurrent use, except for Zero.
+// A *PrivateKey is safe for concurrent use, Zero included: Zero waits for
+// signatures in progress, and Sign fails after it.
 type PrivateKey struct {
 	_   [0]func() // not comparable
 	pub PublicKey
@@ -43,25 +45,31 @@ type PrivateKey struct {
 	secret func() *material
 }
 
-// material holds exactly one of ed and ec, or neither once zeroed.
+// material holds exactly one of ed and ec, or neither once zeroed. mu
+// keeps Zero from wiping the bytes under a signature in progress.
 type material struct {
+	mu sync.RWMutex
 	ed ed25519.PrivateKey
 	ec *ecdsa.PrivateKey
 }
 
-// key returns the ed25519.PrivateKey or *ecdsa.PrivateKey, or nil if k is
-// zeroed or the zero PrivateKey.
-func (k *PrivateKey) key() crypto.PrivateKey {
+// use calls fn with the ed25519.PrivateKey or *ecdsa.PrivateKey (nil if k
+// is zeroed or the zero PrivateKey), holding the material's read lock so
+// Zero cannot run meanwhile.
+func (k *PrivateKey) use(fn func(crypto.PrivateKey) error) error {
 	if k.secret == nil {
-		return nil
+		return fn(nil)
 	}
-	switch s := k.secret(); {
+	s := k.secret()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	switch {
 	case s.ed != nil:
-		return s.ed
+		return fn(s.ed)
 	case s.ec != nil:
-		return s.ec
+		return fn(s.ec)
 	}
-	return nil
+	return fn(nil)
 }
 
 // newPrivateKey wraps an ed25519.PrivateKey or a P-256 *ecdsa.PrivateKey.
@@ -141,25 +149,30 @@ func (k *PrivateKey) KID() string { return k.kid }
 // Sign returns the JWS signature of signingInput: 64 bytes of Ed25519, or
 // for ES256 the 64-byte r||s over SHA-256 (not ASN.1 DER). It fails after Zero.
 func (k *PrivateKey) Sign(signingInput []byte) ([]byte, error) {
-	switch priv := k.key().(type) {
-	case ed25519.PrivateKey:
-		return ed25519.Sign(priv, signingInput), nil
-	case *ecdsa.PrivateKey:
-		h := sha256.Sum256(signingInput)
-		r, s, err := ecdsa.Sign(cryptorand.Reader, priv, h[:])
-		if err != nil {
-			return nil, fmt.Errorf("keys: sign with %s: %w", k.kid, err)
+	var sig []byte
+	err := k.use(func(key crypto.PrivateKey) error {
+		switch priv := key.(type) {
+		case ed25519.PrivateKey:
+			sig = ed25519.Sign(priv, signingInput)
+			return nil
+		case *ecdsa.PrivateKey:
+			h := sha256.Sum256(signingInput)
+			r, s, err := ecdsa.Sign(cryptorand.Reader, priv, h[:])
+			if err != nil {
+				return fmt.Errorf("keys: sign with %s: %w", k.kid, err)
+			}
+			sig = make([]byte, 64)
+			r.FillBytes(sig[:32])
+			s.FillBytes(sig[32:])
+			return nil
 		}
-		sig := make([]byte, 64)
-		r.FillBytes(sig[:32])
-		s.FillBytes(sig[32:])
-		return sig, nil
-	}
-	return nil, fmt.Errorf("keys: sign with %s: private key was zeroed", k.kid)
+		return fmt.Errorf("keys: sign with %s: private key was zeroed", k.kid)
+	})
+	return sig, err
 }
 
 // Zero wipes k's secret as far as it can and makes Sign fail from then on,
-// also for copies of *k. It MUST NOT run concurrently with Sign.
+// also for copies of *k. It waits for signatures in progress.
 //
 // Limits: the Ed25519 key bytes are overwritten in place, but a P-256
 // scalar lives inside crypto/ecdsa, which offers no way to wipe it; Zero
@@ -170,6 +183,8 @@ func (k *PrivateKey) Zero() {
 		return
 	}
 	s := k.secret()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	clear(s.ed)
 	s.ed, s.ec = nil, nil
 }
@@ -177,11 +192,16 @@ func (k *PrivateKey) Zero() {
 // MarshalPrivate returns k in PKCS#8 DER. The result is the secret in the
 // clear: seal it under a KEK and wipe it; never log or store it as is.
 func MarshalPrivate(k *PrivateKey) ([]byte, error) {
-	priv := k.key()
-	if priv == nil {
-		return nil, fmt.Errorf("keys: marshal %s: private key was zeroed", k.kid)
-	}
-	return x509.MarshalPKCS8PrivateKey(priv)
+	var der []byte
+	err := k.use(func(priv crypto.PrivateKey) error {
+		if priv == nil {
+			return fmt.Errorf("keys: marshal %s: private key was zeroed", k.kid)
+		}
+		var err error
+		der, err = x509.MarshalPKCS8PrivateKey(priv)
+		return err
+	})
+	return der, err
 }
 
 // ParsePrivate parses a PKCS#8 DER Ed25519 or P-256 ECDSA private key.
