@@ -261,7 +261,19 @@ func TestLockerTakeover(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("lost not closed after the holder's connection was terminated")
 	}
-	_, unlockB, ok, err := b.TryLock(ctx, "scheduler")
+	// The server releases a dead session's locks as it notices the death:
+	// poll briefly.
+	tryLock := func(name string) (func(), bool, error) {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			_, unlock, ok, err := b.TryLock(ctx, name)
+			if err != nil || ok || time.Now().After(deadline) {
+				return unlock, ok, err
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	unlockB, ok, err := tryLock("scheduler")
 	if err != nil || !ok {
 		t.Fatalf("b.TryLock after a's connection died = %v, %v; want the lock", ok, err)
 	}
@@ -273,7 +285,7 @@ func TestLockerTakeover(t *testing.T) {
 		t.Fatalf("a.TryLock(closing) = %v, %v", ok, err)
 	}
 	a.Close()
-	_, unlockB, ok, err = b.TryLock(ctx, "closing")
+	unlockB, ok, err = tryLock("closing")
 	if err != nil || !ok {
 		t.Fatalf("b.TryLock after a closed = %v, %v; want the lock", ok, err)
 	}
