@@ -189,6 +189,7 @@ func TestBadInput(t *testing.T) {
 		{"UnknownRoute", "GET", "/v1/nothing", "", ``, true, 404, keyward.ENotFound},
 		{"WrongMethod", "DELETE", "/v1/licenses", "", ``, true, 405, keyward.EMethodNotAllowed},
 		{"BadLimit", "GET", "/v1/licenses?limit=0", "", ``, true, 400, keyward.EInvalid},
+		{"BadGrace", "POST", "/v1/licenses/lic_x/reissue", "application/json", `{"grace":"soon"}`, true, 400, keyward.EInvalid},
 		{"BadState", "GET", "/v1/licenses?state=zombie", "", ``, true, 400, keyward.EInvalid},
 	}
 	for _, c := range cases {

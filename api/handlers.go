@@ -406,19 +406,9 @@ func (s *Server) licenseAction(action keyward.LicenseAction) func(http.ResponseW
 }
 
 func (s *Server) reissue(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Grace string `json:"grace,omitempty"`
-	}
-	if err := decodeOptional(w, r, &req); err != nil {
+	grace, err := decodeGrace(w, r)
+	if err != nil {
 		return err
-	}
-	var grace *time.Duration
-	if req.Grace != "" {
-		d, err := keyward.ParseDuration(req.Grace)
-		if err != nil {
-			return keyward.Errorf(keyward.EInvalid, "grace: %v", err)
-		}
-		grace = &d
 	}
 	is, err := s.auth.ReissueLicense(r.Context(), r.PathValue("id"), grace)
 	if err != nil {
@@ -454,4 +444,19 @@ func (s *Server) deactivateMachine(w http.ResponseWriter, r *http.Request) error
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// decodeGrace reads an optional body {"grace": "14d"}; nil means "not given".
+func decodeGrace(w http.ResponseWriter, r *http.Request) (*time.Duration, error) {
+	var req struct {
+		Grace string `json:"grace,omitempty"`
+	}
+	if err := decodeOptional(w, r, &req); err != nil || req.Grace == "" {
+		return nil, err
+	}
+	d, err := keyward.ParseDuration(req.Grace)
+	if err != nil {
+		return nil, keyward.Errorf(keyward.EInvalid, "grace: %v", err)
+	}
+	return &d, nil
 }

@@ -174,19 +174,9 @@ func (s *Server) webhookAction(action keyward.WebhookAction) func(http.ResponseW
 }
 
 func (s *Server) rotateWebhookSecret(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Grace string `json:"grace,omitempty"`
-	}
-	if err := decodeOptional(w, r, &req); err != nil {
+	grace, err := decodeGrace(w, r)
+	if err != nil {
 		return err
-	}
-	var grace *time.Duration
-	if req.Grace != "" {
-		d, err := keyward.ParseDuration(req.Grace)
-		if err != nil {
-			return keyward.Errorf(keyward.EInvalid, "grace: %v", err)
-		}
-		grace = &d
 	}
 	ep, secret, err := s.auth.RotateWebhookSecret(r.Context(), r.PathValue("id"), grace)
 	if err != nil {
