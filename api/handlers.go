@@ -65,6 +65,7 @@ func (s *Server) coreRoutes() []route {
 		{"POST", "/v1/licenses/{id}/retire", authority.PermLicenseRetire, "Retire a license", s.licenseAction(keyward.LicenseRetire)},
 		{"POST", "/v1/licenses/{id}/reissue", authority.PermLicenseReissue, "Reissue a license's key", s.reissue},
 		{"POST", "/v1/licenses/{id}/checkout", authority.PermLicenseCheck, "Check out a license certificate", s.checkout},
+		{"GET", "/v1/licenses/{id}/certificate", authority.PermLicenseRead, "Show a license's current certificate (the last checked out, or its re-signed form)", s.currentCertificate},
 		{"GET", "/v1/licenses/{id}/machines", authority.PermMachineRead, "List a license's machines", s.listMachines},
 		{"DELETE", "/v1/licenses/{id}/machines/{machine}", authority.PermMachineDeact, "Deactivate a machine", s.deactivateMachine},
 	}
@@ -416,6 +417,14 @@ func (s *Server) reissue(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, IssuedLicense{License: licenseView(is.License, s.productName(r.Context(), is.License.ProductID)), Key: string(is.Key)})
+}
+
+func (s *Server) currentCertificate(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.auth.CurrentCertificate(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, Certificate{Certificate: c.Token, KID: c.KID, ExpiresAt: c.ExpiresAt})
 }
 
 func (s *Server) checkout(w http.ResponseWriter, r *http.Request) error {

@@ -25,13 +25,16 @@ import (
 // runs again from the last committed cursor and a committed one never
 // runs twice.
 //
-// A re-signed certificate is a new certificate of the license (new jti,
-// iat, current entitlements and policy version) with the expiry of the one
-// it replaces (capped by the license's expiry): re-signing never extends
-// what a holder may do offline. Certificates of licenses that are not
-// active are skipped (nothing new is signed for them). Leases are not
-// tracked: they live leaseTTL (minutes) and the next renewal is signed by
-// the active key.
+// A re-signed certificate is the same certificate under the active key:
+// the payload is kept byte for byte (jti, iat, exp, entitlements, policy
+// version) and only the header (alg, kid) and the signature change
+// (keys.ResignJWS). Re-signing vouches again for exactly what was issued:
+// it never extends or changes what a holder may do offline, and it needs
+// nothing but the stored certificate, which keeps a batch to one read and
+// one write per certificate. Certificates of licenses that are not active,
+// or past their expiry, are skipped (nothing is signed for them). Leases
+// are not tracked: they live leaseTTL (minutes) and the next renewal is
+// signed by the active key.
 
 // DefaultResignBatch is how many certificates one re-sign batch handles.
 const DefaultResignBatch = 500
@@ -141,49 +144,22 @@ func (a *Authority) resignBatch(ctx context.Context, tx store.Tx, now time.Time,
 	if k.State == keyward.KeyActive {
 		return a.finishResign(ctx, tx, now, j, store.ResignCancelled, "the key is active again", 0)
 	}
-	p, err := tx.Product(j.ProductID)
+	signer, err := a.activeSigner(tx, keyward.LicenseRing(j.ProductID))
 	if err != nil {
 		return nil, err
 	}
-	pol, err := a.policy(ctx, p.ID)
+	certs, err := tx.ResignCandidates(j.KID, now, j.Cursor, limit)
 	if err != nil {
 		return nil, err
 	}
-	signer, err := a.activeSigner(tx, keyward.LicenseRing(p.ID))
-	if err != nil {
-		return nil, err
-	}
-	certs, err := tx.Certificates(store.CertificateFilter{KID: j.KID, LiveAt: now, AfterLicense: j.Cursor, Limit: limit})
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]string, len(certs))
-	for i, c := range certs {
-		ids[i] = c.LicenseID
-	}
-	ls, err := tx.LicensesByID(ids)
-	if err != nil {
-		return nil, err
-	}
-	byID := make(map[string]*keyward.License, len(ls))
-	for _, l := range ls {
-		byID[l.ID] = l
-	}
-	var todo []resignItem
-	skipped := 0
+	var todo []*store.Certificate
 	for _, c := range certs {
-		l := byID[c.LicenseID]
-		if l == nil || l.State != keyward.LicenseActive || l.Expired(now) {
-			skipped++
-			continue
+		if c.Eligible {
+			todo = append(todo, &c.Certificate)
 		}
-		jti, err := a.newID("crt")
-		if err != nil {
-			return nil, err
-		}
-		todo = append(todo, resignItem{l: l, exp: c.ExpiresAt, jti: jti})
 	}
-	signed, err := a.signAndPut(tx, signer, p, pol, now, todo)
+	skipped := len(certs) - len(todo)
+	signed, err := a.resignAndPut(tx, signer, todo)
 	if err != nil {
 		return nil, err
 	}
@@ -234,46 +210,42 @@ func (a *Authority) finishResign(ctx context.Context, tx store.Tx, now time.Time
 	return &ResignProgress{Job: j, Resigned: resigned, Finished: true}, nil
 }
 
-type resignItem struct {
-	l   *keyward.License
-	exp time.Time
-	jti string
-}
-
-// signChunk is how many certificates signAndPut writes at a time.
+// signChunk is how many certificates resignAndPut writes at a time.
 const signChunk = 128
 
-// signAndPut signs the certificates of items on GOMAXPROCS goroutines and
-// writes them through tx chunk by chunk, in order, as soon as a chunk is
-// signed: the store work of one chunk overlaps the signing of the next.
-func (a *Authority) signAndPut(tx store.Tx, signer keys.Signer, p *keyward.Product, pol *keyward.Policy, now time.Time, items []resignItem) ([]*store.Certificate, error) {
-	out := make([]*store.Certificate, len(items))
-	errs := make([]error, len(items))
-	nchunks := (len(items) + signChunk - 1) / signChunk
+// resignAndPut re-signs the certificates cs with signer on GOMAXPROCS
+// goroutines (keys.ResignJWS: the same payload under the signer's header)
+// and writes them through tx chunk by chunk, in order, as soon as a chunk
+// is signed: the store work of one chunk overlaps the signing of the next.
+func (a *Authority) resignAndPut(tx store.Tx, signer keys.Signer, cs []*store.Certificate) ([]*store.Certificate, error) {
+	out := make([]*store.Certificate, len(cs))
+	errs := make([]error, len(cs))
+	nchunks := (len(cs) + signChunk - 1) / signChunk
 	left := make([]atomic.Int32, nchunks)
 	ready := make([]chan struct{}, nchunks)
 	for k := range ready {
 		ready[k] = make(chan struct{})
-		left[k].Store(int32(min(signChunk, len(items)-k*signChunk)))
+		left[k].Store(int32(min(signChunk, len(cs)-k*signChunk)))
 	}
 	next := atomic.Int64{}
 	stop := atomic.Bool{}
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(items)) {
+	for range min(runtime.GOMAXPROCS(0), len(cs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= len(items) || stop.Load() {
+				if i >= len(cs) || stop.Load() {
 					return
 				}
-				it := items[i]
-				c, err := a.signCertificate(signer, p, pol, it.l, now, it.exp, it.jti)
+				tok, err := keys.ResignJWS(signer, cs[i].Token)
 				if err != nil {
-					errs[i] = err
+					errs[i] = fmt.Errorf("re-sign certificate %s of license %s: %w", cs[i].JTI, cs[i].LicenseID, err)
 				} else {
-					out[i] = &store.Certificate{LicenseID: it.l.ID, ProductID: p.ID, KID: c.KID, JTI: c.JTI, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt, Token: c.Token}
+					c := *cs[i]
+					c.KID, c.Token = signer.KID(), tok
+					out[i] = &c
 				}
 				if k := i / signChunk; left[k].Add(-1) == 0 {
 					close(ready[k])
@@ -284,7 +256,7 @@ func (a *Authority) signAndPut(tx store.Tx, signer keys.Signer, p *keyward.Produ
 	defer wg.Wait()
 	for k := range nchunks {
 		<-ready[k]
-		lo, hi := k*signChunk, min((k+1)*signChunk, len(items))
+		lo, hi := k*signChunk, min((k+1)*signChunk, len(cs))
 		for _, err := range errs[lo:hi] {
 			if err != nil {
 				stop.Store(true)
@@ -352,6 +324,27 @@ func (a *Authority) ReconcileResign(ctx context.Context) (int, error) {
 		}
 	}
 	return started, nil
+}
+
+// CurrentCertificate returns a license's current certificate: the last
+// one checked out for it, or its re-signed form after the key that signed
+// it stopped signing. ENotFound if the license is unknown or never had
+// one. This is how a vendor, told by a key.resign_progress event that a
+// license was re-signed, fetches the certificate to hand to its holder.
+func (a *Authority) CurrentCertificate(ctx context.Context, licenseID string) (*store.Certificate, error) {
+	var out *store.Certificate
+	err := a.store.View(ctx, func(tx store.Tx) error {
+		l, err := tx.License(licenseID)
+		if err != nil {
+			return err
+		}
+		if outOfScope(ctx, l.ProductID) {
+			return scopeNotFound("license", licenseID)
+		}
+		out, err = tx.Certificate(l.ID)
+		return err
+	})
+	return out, err
 }
 
 // Exposure is what still depends on a signing key.

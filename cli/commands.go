@@ -313,6 +313,33 @@ func licenseCmd(e *env) *cobra.Command {
 	}
 	checkout.Flags().StringVar(&outFile, "out", "", "write the certificate to FILE")
 
+	var certOut string
+	certificate := &cobra.Command{
+		Use:   "certificate ID [--out FILE]",
+		Short: "Show a license's current certificate: the last checked out, or its re-signed form after a rotation or compromise",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var cert api.Certificate
+			if err := e.client().do(e.ctx, "GET", "/v1/licenses/"+url.PathEscape(args[0])+"/certificate", nil, &cert); err != nil {
+				return err
+			}
+			if certOut != "" {
+				if err := os.WriteFile(certOut, []byte(cert.Certificate+"\n"), 0o644); err != nil {
+					return err
+				}
+			}
+			return e.print(cert, func(w io.Writer) {
+				fmt.Fprintf(w, "kid:\t%s\nexpires:\t%s\n", cert.KID, cert.ExpiresAt.Format(time.RFC3339))
+				if certOut != "" {
+					fmt.Fprintf(w, "written:\t%s\n", certOut)
+				} else {
+					fmt.Fprintf(w, "certificate:\t%s\n", cert.Certificate)
+				}
+			})
+		},
+	}
+	certificate.Flags().StringVar(&certOut, "out", "", "write the certificate to FILE")
+
 	var grace string
 	reissue := &cobra.Command{
 		Use: "reissue ID", Short: "Give a license a new key; the old one works until the grace ends", Args: cobra.ExactArgs(1),
@@ -362,7 +389,7 @@ func licenseCmd(e *env) *cobra.Command {
 		},
 	}
 
-	c.AddCommand(issue, show, list, validate, checkout, reissue, machines, deactivate, licenseSignalCmd(e), licenseSignalsCmd(e), licenseUsageCmd(e))
+	c.AddCommand(issue, show, list, validate, checkout, certificate, reissue, machines, deactivate, licenseSignalCmd(e), licenseSignalsCmd(e), licenseUsageCmd(e))
 	for _, a := range []struct{ name, short string }{
 		{"suspend", "Suspend a license (reversible)"},
 		{"reinstate", "Reinstate a suspended license"},

@@ -236,6 +236,15 @@ func TestEndToEnd(t *testing.T) {
 	h.ok(nil, "key", "revoke", rotated.KID, "--reason", "key_compromise")
 	jwks3 := h.jwksFile("jwks3.json")
 	h.fails("", "verify", "--cert", filepath.Join(dir, "cert2.jwt"), "--jwks", jwks3)
+	// The compromise re-signed it (same claims, the replacement key):
+	// fetched from the license's current certificate, it verifies again.
+	var cert3 struct{ KID string }
+	h.ok(&cert3, "license", "certificate", issued.ID, "--out", filepath.Join(dir, "cert3.jwt"))
+	if cert3.KID == rotated.KID || cert3.KID == "" {
+		t.Errorf("current certificate after the compromise signed by %q, want the replacement key", cert3.KID)
+	}
+	h.ok(nil, "verify", "--cert", filepath.Join(dir, "cert3.jwt"), "--jwks", jwks3)
+	h.fails("NOT_FOUND", "license", "certificate", "lic_missing")
 	h.fails("ILLEGAL_TRANSITION", "key", "activate", rotated.KID)
 
 	// Reissue, then revoke: permanent.

@@ -27,6 +27,27 @@ type Header struct {
 // It fails if s's algorithm is unknown, s.Sign fails or returns other than
 // 64 bytes, or the token would be longer than MaxJWSSize.
 func SignJWS(s Signer, typ string, payload []byte) (string, error) {
+	return signJWS(s, typ, func(dst []byte) []byte { return base64.RawURLEncoding.AppendEncode(dst, payload) },
+		base64.RawURLEncoding.EncodedLen(len(payload)))
+}
+
+// ResignJWS signs the payload of token again with s: the result has the
+// header {"alg":s's JWS alg,"kid":s.KID(),"typ":token's typ} and token's
+// payload, byte for byte. token must be a JWS that ParseJWS accepts; its
+// signature is not checked (the caller vouches for the payload, e.g. a
+// token read back from its own store).
+func ResignJWS(s Signer, token string) (string, error) {
+	j, err := ParseJWS(token)
+	if err != nil {
+		return "", fmt.Errorf("keys: resign jws: %w", err)
+	}
+	seg := token[strings.IndexByte(token, '.')+1 : len(j.SigningInput)]
+	return signJWS(s, j.Header.Typ, func(dst []byte) []byte { return append(dst, seg...) }, len(seg))
+}
+
+// signJWS signs the header of s and typ followed by the encoded payload
+// that appendPayload appends (encLen bytes).
+func signJWS(s Signer, typ string, appendPayload func([]byte) []byte, encLen int) (string, error) {
 	alg := s.Algorithm().JWSAlg()
 	if alg == "" {
 		return "", fmt.Errorf("keys: sign jws: unknown algorithm %q", s.Algorithm())
@@ -36,14 +57,14 @@ func SignJWS(s Signer, typ string, payload []byte) (string, error) {
 		return "", fmt.Errorf("keys: sign jws: %w", err)
 	}
 	enc := base64.RawURLEncoding
-	n := enc.EncodedLen(len(h)) + 1 + enc.EncodedLen(len(payload)) + 1 + enc.EncodedLen(64)
+	n := enc.EncodedLen(len(h)) + 1 + encLen + 1 + enc.EncodedLen(64)
 	if n > MaxJWSSize {
 		return "", fmt.Errorf("keys: sign jws: token would be %d bytes, more than %d", n, MaxJWSSize)
 	}
 	tok := make([]byte, 0, n)
 	tok = enc.AppendEncode(tok, h)
 	tok = append(tok, '.')
-	tok = enc.AppendEncode(tok, payload)
+	tok = appendPayload(tok)
 	sig, err := s.Sign(tok)
 	if err != nil {
 		return "", fmt.Errorf("keys: sign jws: %w", err)

@@ -331,3 +331,42 @@ func BenchmarkVerifyJWS(b *testing.B) {
 		})
 	}
 }
+
+// TestResignJWS: the re-signed token carries the same payload segment
+// byte for byte and the original typ, names the new key, verifies with it
+// and not with the old one; malformed input is refused.
+func TestResignJWS(t *testing.T) {
+	for _, alg := range []keys.Algorithm{keys.Ed25519, keys.ES256} {
+		old, nu := mustGenerate(t, keys.Ed25519), mustGenerate(t, alg)
+		tok := mustSignJWS(t, old, "license+jwt", []byte(`{"sub":"lic_1","jti":"crt_1","exp":2}`))
+		re, err := keys.ResignJWS(nu, tok)
+		if err != nil {
+			t.Fatalf("%s: ResignJWS = %v", alg, err)
+		}
+		if got, want := strings.Split(re, ".")[1], strings.Split(tok, ".")[1]; got != want {
+			t.Errorf("%s: payload segment %q, want %q", alg, got, want)
+		}
+		j, err := keys.VerifyJWS(re, nu.Public())
+		if err != nil {
+			t.Fatalf("%s: VerifyJWS(re-signed, new key) = %v", alg, err)
+		}
+		if j.Header.Kid != nu.KID() || j.Header.Typ != "license+jwt" || j.Header.Alg != alg.JWSAlg() {
+			t.Errorf("%s: header %+v", alg, j.Header)
+		}
+		if _, err := keys.VerifyJWS(re, old.Public()); err == nil {
+			t.Errorf("%s: re-signed token verifies with the old key", alg)
+		}
+		// The same bytes as SignJWS of the payload with the new key, but for
+		// the signature (ECDSA is randomized).
+		direct := mustSignJWS(t, nu, "license+jwt", []byte(`{"sub":"lic_1","jti":"crt_1","exp":2}`))
+		if a, b := re[:strings.LastIndexByte(re, '.')], direct[:strings.LastIndexByte(direct, '.')]; a != b {
+			t.Errorf("%s: signing input %q, SignJWS gives %q", alg, a, b)
+		}
+	}
+	k := mustGenerate(t, keys.Ed25519)
+	for _, bad := range []string{"", "a.b", "a.b.c.d", mustSignJWS(t, k, "x", []byte("{}")) + "x"} {
+		if _, err := keys.ResignJWS(k, bad); err == nil {
+			t.Errorf("ResignJWS(%q) = nil error", bad)
+		}
+	}
+}

@@ -193,7 +193,8 @@ func TestCompromiseResignsEverything(t *testing.T) {
 	}
 	ids := e.issue(t, "acme", 25)
 	e.checkoutAll(t, ids)
-	old := activeOf(e.state(t), keyByKID(e.state(t), e.state(t).certs[0].KID).Ring)
+	before := e.state(t).certs
+	old := activeOf(e.state(t), keyByKID(e.state(t), before[0].KID).Ring)
 	if x, err := e.auth.KeyExposure(e.ctx, old.KID); err != nil || x.LiveCertificates != 25 {
 		t.Fatalf("KeyExposure before = %+v, %v; want 25 live certificates", x, err)
 	}
@@ -218,6 +219,19 @@ func TestCompromiseResignsEverything(t *testing.T) {
 	x, err := e.auth.KeyExposure(e.ctx, old.KID)
 	if err != nil || x.LiveCertificates != 0 || x.Job.State != store.ResignDone || x.Job.Done != 25 {
 		t.Fatalf("KeyExposure after = %+v (job %+v), %v; want nothing left, 25 re-signed", x, x.Job, err)
+	}
+	// A re-signed certificate is the same certificate under the new key:
+	// same claims byte for byte (jti, iat, exp, entitlements), new header.
+	after := map[string]*store.Certificate{}
+	for _, c := range e.state(t).certs {
+		after[c.LicenseID] = c
+	}
+	for _, b := range before {
+		a := after[b.LicenseID]
+		if a == nil || a.KID != repl.KID || a.JTI != b.JTI || !a.IssuedAt.Equal(b.IssuedAt) || !a.ExpiresAt.Equal(b.ExpiresAt) ||
+			strings.Split(a.Token, ".")[1] != strings.Split(b.Token, ".")[1] {
+			t.Errorf("certificate of %s re-signed as %+v, was %+v: want the same claims signed by %s", b.LicenseID, a, b, repl.KID)
+		}
 	}
 	// Every license is named once in the progress events.
 	named := map[string]int{}

@@ -40,6 +40,14 @@ type CertificateFilter struct {
 	Limit        int       // 0 = no limit
 }
 
+// ResignCandidate is a current certificate a re-sign batch looks at, with
+// whether it may be re-signed: its license is active and not past its
+// expiry.
+type ResignCandidate struct {
+	Certificate
+	Eligible bool
+}
+
 // ResignJob states.
 const (
 	ResignRunning   = "running"   // batches remain
@@ -88,6 +96,12 @@ type LifecycleTx interface {
 	// CountCertificates returns how many current certificates match f
 	// (AfterLicense and Limit are ignored).
 	CountCertificates(f CertificateFilter) (int, error)
+	// ResignCandidates returns up to limit (> 0) current certificates
+	// signed by kid that expire after now, of licenses whose id is
+	// greater than after, ordered by license id; each is Eligible if its
+	// license is active and not expired at now. One query: what a re-sign
+	// batch reads.
+	ResignCandidates(kid string, now time.Time, after string, limit int) ([]*ResignCandidate, error)
 
 	// PutResignJob creates or replaces the job of j.KID. EInvalid for an
 	// unknown state.

@@ -149,6 +149,25 @@ func (t *tx) CountCertificates(f store.CertificateFilter) (int, error) {
 	return n, wrap(err, "count certificates")
 }
 
+func (t *tx) ResignCandidates(kid string, now time.Time, after string, n int) ([]*store.ResignCandidate, error) {
+	if n <= 0 {
+		return nil, keyward.Errorf(keyward.EInvalid, "re-sign candidates: limit %d, want > 0", n)
+	}
+	at := toNanos(now)
+	cs, err := queryAll(t, func(s scanner) (*store.ResignCandidate, error) {
+		var c store.ResignCandidate
+		var issued, expires int64
+		if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token, &c.Eligible); err != nil {
+			return nil, err
+		}
+		c.IssuedAt, c.ExpiresAt = fromNanos(issued), fromNanos(expires)
+		return &c, nil
+	}, `SELECT `+prefixCols("c.", certCols)+`, l.state = 'active' AND (l.expires_at IS NULL OR l.expires_at > ?)
+		FROM license_certificates c JOIN licenses l ON l.id = c.license_id
+		WHERE c.kid = ? AND c.expires_at > ? AND c.license_id > ? ORDER BY c.license_id LIMIT ?`, at, kid, at, after, n)
+	return cs, wrap(err, "re-sign candidates of %s", kid)
+}
+
 // prefixCols qualifies each column of a column list with prefix.
 func prefixCols(prefix, cols string) string {
 	parts := strings.Split(cols, ",")

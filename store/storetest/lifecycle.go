@@ -22,6 +22,7 @@ func runLifecycle(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Steps/RolledBackStepIsNotRecorded", testStepsRollback},
 		{"Certificates/RoundTrip", testCertificatesRoundTrip},
 		{"Certificates/Filter", testCertificatesFilter},
+		{"Certificates/ResignCandidates", testResignCandidates},
 		{"Certificates/ErrNotFound", testCertificatesNotFound},
 		{"ResignJobs/RoundTrip", testResignJobsRoundTrip},
 		{"Cursors", testCursors},
@@ -171,6 +172,62 @@ func testCertificatesFilter(t *testing.T, s store.Store) {
 			t.Errorf("CountCertificates(%s) = %d, want %d", tc.name, n, want)
 		}
 	}
+}
+
+func testResignCandidates(t *testing.T, s store.Store) {
+	withLicenses(t, s, 6)
+	update(t, s, func(tx store.Tx) error { // l5 expires after a minute
+		l, err := tx.License("l5")
+		if err != nil {
+			return err
+		}
+		exp := at(time.Minute)
+		l.ExpiresAt = &exp
+		return tx.UpdateLicense(l)
+	})
+	cs := []*store.Certificate{
+		newCert("l1", "k1", 30*day),
+		newCert("l2", "k1", time.Hour), // expires early
+		newCert("l3", "k1", 30*day),    // suspended license
+		newCert("l4", "k2", 30*day),    // another key
+		newCert("l5", "k1", 30*day),    // license expires after a minute
+		newCert("l6", "k1", 30*day),
+	}
+	update(t, s, func(tx store.Tx) error { return tx.PutCertificates(cs) })
+	type cand struct {
+		id       string
+		eligible bool
+	}
+	for _, tc := range []struct {
+		name  string
+		now   time.Time
+		after string
+		limit int
+		want  []cand
+	}{
+		{"all", at(0), "", 10, []cand{{"l1", true}, {"l2", true}, {"l3", false}, {"l5", true}, {"l6", true}}},
+		{"later", at(time.Hour), "", 10, []cand{{"l1", true}, {"l3", false}, {"l5", false}, {"l6", true}}},
+		{"after", at(0), "l2", 10, []cand{{"l3", false}, {"l5", true}, {"l6", true}}},
+		{"limit", at(0), "l1", 2, []cand{{"l2", true}, {"l3", false}}},
+	} {
+		got := get(t, s, func(tx store.Tx) ([]*store.ResignCandidate, error) {
+			return tx.ResignCandidates("k1", tc.now, tc.after, tc.limit)
+		})
+		var gotc []cand
+		for _, c := range got {
+			gotc = append(gotc, cand{c.LicenseID, c.Eligible})
+			for _, w := range cs {
+				if w.LicenseID == c.LicenseID {
+					wantEqual(t, "ResignCandidates("+tc.name+") certificate", &c.Certificate, w)
+				}
+			}
+		}
+		if fmt.Sprint(gotc) != fmt.Sprint(tc.want) {
+			t.Errorf("ResignCandidates(%s) = %v, want %v", tc.name, gotc, tc.want)
+		}
+	}
+	err := viewErr(t, s, func(tx store.Tx) error { _, err := tx.ResignCandidates("k1", at(0), "", 0); return err })
+	wantCode(t, "ResignCandidates(limit 0)", err, keyward.EInvalid)
 }
 
 func testCertificatesNotFound(t *testing.T, s store.Store) {
