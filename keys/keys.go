@@ -254,11 +254,28 @@ func (s JWKS) Find(kid string) (JWK, bool) {
 // padding, the standard alphabet, non-zero trailing bits, and the CR and LF
 // that package base64 would otherwise skip.
 func decodeB64URL(s string) ([]byte, error) {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	return AppendDecodeSegment(nil, s)
+}
+
+// AppendDecodeSegment appends the decoding of part, one part of a JWS
+// compact serialization, to dst and returns the extended buffer. It accepts
+// exactly what ParseJWS accepts in a non-empty part: unpadded base64url
+// with zero trailing bits, refusing padding, the standard alphabet and the
+// CR and LF that package base64 would skip, so every byte string has one
+// accepted spelling. It does not allocate when dst has room, which lets a
+// verifier that recognizes a token's header decode the payload and
+// signature into buffers of its own. On error it returns dst with its
+// length unchanged (bytes past it may have been written).
+func AppendDecodeSegment(dst []byte, part string) ([]byte, error) {
+	for i := 0; i < len(part); i++ {
+		c := part[i]
 		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return nil, errors.New("invalid base64url character")
+			return dst, errors.New("invalid base64url character")
 		}
 	}
-	return base64.RawURLEncoding.Strict().DecodeString(s)
+	b, err := base64.RawURLEncoding.Strict().AppendDecode(dst, []byte(part))
+	if err != nil {
+		return dst, err
+	}
+	return b, nil
 }

@@ -448,3 +448,45 @@ func TestZeroWhileSigning(t *testing.T) {
 		t.Error("Sign succeeded after Zero")
 	}
 }
+
+// TestAppendDecodeSegment: the same strictness as ParseJWS, appending to
+// dst in place when it has room, and dst unchanged on error.
+func TestAppendDecodeSegment(t *testing.T) {
+	var room [80]byte
+	dst := append(room[:0], "pre"...)
+	got, err := keys.AppendDecodeSegment(dst, rfcSig)
+	if err != nil {
+		t.Fatalf("AppendDecodeSegment(rfcSig) = %v", err)
+	}
+	if want := append([]byte("pre"), mustB64(t, rfcSig)...); !bytes.Equal(got, want) {
+		t.Errorf("AppendDecodeSegment = %x, want %x", got, want)
+	}
+	if &got[0] != &room[0] {
+		t.Error("AppendDecodeSegment did not decode into dst's room")
+	}
+	if got, err := keys.AppendDecodeSegment(nil, ""); err != nil || len(got) != 0 {
+		t.Errorf(`AppendDecodeSegment(nil, "") = %q, %v, want empty`, got, err)
+	}
+	for _, bad := range []string{
+		"QQ==",       // padding
+		"QR",         // non-zero trailing bits
+		"Q",          // impossible length
+		"a+b/",       // standard alphabet
+		"QUJD\nREVG", // a line break package base64 would skip
+		"QUJD\rREVG",
+		"QUJD.REVG",
+		"QUJD REVG",
+	} {
+		got, err := keys.AppendDecodeSegment(dst, bad)
+		if err == nil {
+			t.Errorf("AppendDecodeSegment(%q) = %q, want an error", bad, got)
+			continue
+		}
+		if string(got) != "pre" {
+			t.Errorf("AppendDecodeSegment(%q) returned %q on error, want dst %q", bad, got, "pre")
+		}
+		if _, err := keys.ParseJWS(b64(`{"alg":"EdDSA"}`) + "." + bad + "." + rfcSig); err == nil {
+			t.Errorf("ParseJWS accepts payload part %q that AppendDecodeSegment refuses", bad)
+		}
+	}
+}

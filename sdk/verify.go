@@ -1,6 +1,8 @@
 package sdk
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,6 +85,7 @@ type Verifier struct {
 
 	trusted  map[string]trustedKey // by kid; never changed after NewVerifier
 	unusable map[string]string     // kid → why the JWKS entry was skipped
+	headers  map[string]headerKey  // encoded header → key; never changed after NewVerifier
 
 	mu          sync.RWMutex
 	compromised map[string]string // kid → how we learnt it
@@ -181,7 +184,47 @@ func NewVerifier(jwks keys.JWKS, opts Options) (*Verifier, error) {
 		}
 		return nil, fmt.Errorf("keyward: verifier: no usable license key in the trust bundle%s", why)
 	}
+	v.headers = map[string]headerKey{}
+	for _, k := range v.trusted {
+		if !k.signsLicenseTokens() {
+			continue // the slow path says why such a token fails
+		}
+		for _, typ := range [...]string{keyward.TypCertificate, keyward.TypLease} {
+			if h, ok := encodedHeader(k, typ); ok {
+				v.headers[h] = headerKey{typ: typ, key: k}
+			}
+		}
+	}
 	return v, nil
+}
+
+// headerKey is what the fast path of verifySignature learns from a token
+// whose first part is one of Verifier.headers: its typ, and the trusted
+// key, allowed to sign license tokens, that it names with that key's alg.
+type headerKey struct {
+	typ string
+	key trustedKey
+}
+
+// encodedHeader returns the first part of the tokens keys.SignJWS makes
+// with k for typ: the base64url of {"alg":…,"kid":…,"typ":…}. It returns
+// it only if keys.ParseJWS reads exactly that header back from it. A part
+// has one accepted spelling, so any token starting with this part and a
+// dot has that header as far as ParseJWS is concerned: its alg is k's, its
+// kid is k's and its typ is typ.
+func encodedHeader(k trustedKey, typ string) (string, bool) {
+	want := keys.Header{Alg: k.pub.Algorithm().JWSAlg(), Kid: k.kid, Typ: typ}
+	b, err := json.Marshal(want)
+	if err != nil {
+		return "", false
+	}
+	enc := base64.RawURLEncoding.EncodeToString(b)
+	// A well-formed token around it: claims {} and 64 zero bytes.
+	j, err := keys.ParseJWS(enc + ".e30." + strings.Repeat("A", 86))
+	if err != nil || j.Header != want {
+		return "", false
+	}
+	return enc, true
 }
 
 // ParseJWKS parses a JWK Set as served at /.well-known/jwks.json. It is
@@ -273,19 +316,17 @@ func (v *Verifier) MarkCompromised(kids ...string) {
 // like. It does not know whether the license was revoked after the
 // certificate was signed.
 func (v *Verifier) VerifyCertificate(token string) (*keyward.CertificateClaims, error) {
-	key, payload, err := v.verifySignature(token, keyward.TypCertificate)
+	key, payload, err := v.verifySignature(token, keyward.TypCertificate, make([]byte, 0, payloadRoom))
 	if err != nil {
 		return nil, err
 	}
-	if out, c, ok := fastCertificate(payload); ok {
-		if err := v.checkClaims("certificate", key, c); err != nil {
+	out, c, ok := canonicalCertificate(payload)
+	if !ok {
+		// The other decoders may keep payload, which may be the buffer
+		// above: they get a copy, so the buffer can live on the stack.
+		if out, c, err = decodeCertificate(bytes.Clone(payload)); err != nil {
 			return nil, err
 		}
-		return out, nil
-	}
-	out, c, err := slowCertificate(payload)
-	if err != nil {
-		return nil, err
 	}
 	if err := v.checkClaims("certificate", key, c); err != nil {
 		return nil, err
@@ -293,23 +334,45 @@ func (v *Verifier) VerifyCertificate(token string) (*keyward.CertificateClaims, 
 	return out, nil
 }
 
+// decodeCertificate decodes certificate claims in any form: the second
+// fast path, else the strict path.
+func decodeCertificate(payload []byte) (*keyward.CertificateClaims, registered, error) {
+	if out, c, ok := fastCertificate(payload); ok {
+		return out, c, nil
+	}
+	return slowCertificate(payload)
+}
+
 // VerifyLease verifies a lease token (typ "lease+jwt") as the package
 // documentation describes and returns its claims. The caller MUST compare
 // the returned Fingerprint with the machine's own. Every error is an *Error.
 func (v *Verifier) VerifyLease(token string) (*keyward.LeaseClaims, error) {
-	key, payload, err := v.verifySignature(token, keyward.TypLease)
+	key, payload, err := v.verifySignature(token, keyward.TypLease, make([]byte, 0, payloadRoom))
 	if err != nil {
 		return nil, err
 	}
-	if out, c, ok := fastLease(payload); ok {
-		if err := v.checkClaims("lease", key, c); err != nil {
+	out, c, ok := canonicalLease(payload)
+	if !ok {
+		// As in VerifyCertificate.
+		if out, c, err = decodeLease(bytes.Clone(payload)); err != nil {
 			return nil, err
 		}
-		return out, nil
+	}
+	if err := v.checkClaims("lease", key, c); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// decodeLease decodes lease claims in any form: the second fast path, else
+// the strict path.
+func decodeLease(payload []byte) (*keyward.LeaseClaims, registered, error) {
+	if out, c, ok := fastLease(payload); ok {
+		return out, c, nil
 	}
 	f, c, err := commonClaims(payload)
 	if err != nil {
-		return nil, err
+		return nil, registered{}, err
 	}
 	out := &keyward.LeaseClaims{
 		Issuer: c.iss, Subject: c.sub, Audience: c.aud,
@@ -318,17 +381,87 @@ func (v *Verifier) VerifyLease(token string) (*keyward.LeaseClaims, error) {
 		Fingerprint: f.str("fpr", true, true),
 	}
 	if f.err != nil {
-		return nil, rejectf(ReasonMalformed, "lease claims: %v", f.err)
+		return nil, registered{}, rejectf(ReasonMalformed, "lease claims: %v", f.err)
 	}
-	if err := v.checkClaims("lease", key, c); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out, c, nil
 }
 
+// payloadRoom is the capacity of the buffer, on the caller's stack, that
+// verifySignature decodes a payload into: ample for a certificate (about
+// 250 bytes with two entitlements). A longer payload goes to the heap.
+const payloadRoom = 1024
+
+// signingInputRoom is the stack room for the signing input of such a
+// payload: its base64url and a header. A longer one goes to the heap.
+const signingInputRoom = payloadRoom*4/3 + 256
+
 // verifySignature runs checks 1 to 5 of the package documentation and
-// returns the signing key and the verified payload.
-func (v *Verifier) verifySignature(token, typ string) (trustedKey, []byte, error) {
+// returns the signing key and the verified payload, which it may append to
+// buf.
+func (v *Verifier) verifySignature(token, typ string, buf []byte) (trustedKey, []byte, error) {
+	if key, payload, done, err := v.verifyKnownHeader(token, typ, buf); done {
+		return key, payload, err
+	}
+	return v.verifyParsed(token, typ)
+}
+
+// verifyKnownHeader is the fast path of verifySignature, for tokens whose
+// header is one of v.headers (the header Keyward signs with, of a key
+// trusted to sign license tokens) and of typ: it compares the first part
+// with those strings instead of decoding and parsing it, decodes the
+// payload into buf, and checks the rest of checks 1 to 5 as verifyParsed
+// does, with the same results (TestKnownHeaderAgrees). done is false, and
+// nothing was decided, when verifyParsed must look at the token: another
+// header, or a part verifyParsed refuses as malformed.
+func (v *Verifier) verifyKnownHeader(token, typ string, buf []byte) (key trustedKey, payload []byte, done bool, err error) {
+	if len(token) > keys.MaxJWSSize {
+		return trustedKey{}, nil, false, nil
+	}
+	head, rest, _ := strings.Cut(token, ".")
+	hk, ok := v.headers[head]
+	if !ok || hk.typ != typ {
+		return trustedKey{}, nil, false, nil
+	}
+	body, sig, ok := strings.Cut(rest, ".")
+	// 86 characters encode 64 bytes; a third dot fails the decoding.
+	if !ok || body == "" || len(sig) != 86 {
+		return trustedKey{}, nil, false, nil
+	}
+	var sigBuf [64]byte
+	s, err := keys.AppendDecodeSegment(sigBuf[:0], sig)
+	if err != nil || len(s) != 64 {
+		return trustedKey{}, nil, false, nil
+	}
+	if payload, err = keys.AppendDecodeSegment(buf, body); err != nil {
+		return trustedKey{}, nil, false, nil
+	}
+	// The token is one ParseJWS accepts, with hk's typ, kid and alg (checks
+	// 1, 2 and 4); checks 3 and 5 remain.
+	key = hk.key
+	if how, bad := v.compromisedKid(key.kid); bad {
+		return trustedKey{}, nil, true, rejectf(ReasonKeyCompromised, "kid %s: %s", key.kid, how)
+	}
+	// The signing input, copied to the stack: converting it with []byte()
+	// would allocate, as the compiler cannot see that Verify keeps nothing.
+	var inBuf [signingInputRoom]byte
+	in := append(inBuf[:0], token[:len(head)+1+len(body)]...)
+	if !key.pub.Verify(in, s) {
+		return trustedKey{}, nil, true, rejectf(ReasonBadSignature, "kid %s: bad signature", key.kid)
+	}
+	return key, payload, true, nil
+}
+
+// compromisedKid reports whether kid is known to be compromised, and how.
+func (v *Verifier) compromisedKid(kid string) (string, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	how, bad := v.compromised[kid]
+	return how, bad
+}
+
+// verifyParsed is verifySignature for any token: keys.ParseJWS, then the
+// checks on the parsed header.
+func (v *Verifier) verifyParsed(token, typ string) (trustedKey, []byte, error) {
 	j, err := keys.ParseJWS(token)
 	if err != nil {
 		var ve *keys.VerificationError
@@ -344,10 +477,7 @@ func (v *Verifier) verifySignature(token, typ string) (trustedKey, []byte, error
 	if kid == "" {
 		return trustedKey{}, nil, rejectf(ReasonUnknownKey, "token names no kid")
 	}
-	v.mu.RLock()
-	how, bad := v.compromised[kid]
-	v.mu.RUnlock()
-	if bad {
+	if how, bad := v.compromisedKid(kid); bad {
 		return trustedKey{}, nil, rejectf(ReasonKeyCompromised, "kid %s: %s", kid, how)
 	}
 	key, ok := v.trusted[kid]
