@@ -70,7 +70,9 @@ func newRevEnv(t *testing.T, cfg revocation.Config, timeout time.Duration) *revE
 	}
 	go hs.Serve(ln)
 	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Generous: under -race on a loaded 2-core machine the streams
+		// took over 5 s to notice the registry closing.
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := hs.Shutdown(sctx); err != nil {
 			t.Errorf("Shutdown with open streams: %v", err)

@@ -65,6 +65,19 @@ func encode(e *keyward.AuditEntry, details json.RawMessage) ([]byte, error) {
 	if len(details) == 0 {
 		details = json.RawMessage("null")
 	}
+	if !validText(e) {
+		return nil, fmt.Errorf("audit entry %d: a text field is not valid UTF-8", e.Seq)
+	}
+	// What json.Marshal writes for the wireEntry of e (canon.go).
+	return appendEntry(make([]byte, 0, 320+len(details)), e, details), nil
+}
+
+// encodeReflect is encode through encoding/json, the reference for
+// appendEntry.
+func encodeReflect(e *keyward.AuditEntry, details json.RawMessage) ([]byte, error) {
+	if len(details) == 0 {
+		details = json.RawMessage("null")
+	}
 	w := wireEntry{
 		Seq: e.Seq, Time: e.Time.UTC().Format(TimeLayout), Actor: e.Actor, ActorName: e.ActorName,
 		Roles: nonNil(e.Roles), Action: e.Action, TargetType: e.TargetType, TargetID: e.TargetID,
@@ -166,6 +179,15 @@ func canonicalJSON(doc json.RawMessage) (json.RawMessage, error) {
 	if len(doc) == 0 {
 		return json.RawMessage("null"), nil
 	}
+	if out, ok := fastCanonical(doc); ok {
+		return out, nil
+	}
+	return canonicalReflect(doc)
+}
+
+// canonicalReflect is canonicalJSON through encoding/json, the reference
+// for fastCanonical.
+func canonicalReflect(doc json.RawMessage) (json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber()
 	var v any

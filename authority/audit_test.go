@@ -284,3 +284,74 @@ func BenchmarkAuditedStateChange(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "changes/s")
 }
+
+// BenchmarkTreeCost prices the Merkle tree in real audited state changes
+// (issue 7: the tree must cost under 10 % of a state change): a license
+// suspended and reinstated through the authority, alternately on two
+// SQLite stores — one appending its audit entries through audit.Append
+// (normalized, with their tree hashes), the other as they are — in an
+// order that alternates too, so a busy machine slows both alike. It
+// reports what the tree adds in percent of the change without it, in
+// wall-clock time (%overhead) and in process CPU time (%cpu-overhead),
+// which other jobs on the machine disturb much less.
+func BenchmarkTreeCost(b *testing.B) {
+	type side struct {
+		a         *authority.Authority
+		ctx       context.Context
+		id        string
+		wall, cpu time.Duration
+	}
+	open := func(tree bool) *side {
+		ctx := context.Background()
+		st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "k.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		k, _ := keys.GenerateKEK(nil)
+		a, err := authority.New(ctx, authority.Config{Store: st, KEKs: keys.NewKEKRing(k)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !tree {
+			a.WithoutAuditTree()
+		}
+		ctx = keyward.NewContextWithPrincipal(ctx, keyward.Principal{ID: "tok_admin", Name: "admin", Roles: []string{keyward.RoleAdmin}})
+		if _, err := a.CreateProduct(ctx, "acme"); err != nil {
+			b.Fatal(err)
+		}
+		is, err := a.IssueLicense(ctx, authority.IssueRequest{Product: "acme", Holder: "cust-1"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return &side{a: a, ctx: ctx, id: is.License.ID}
+	}
+	plain, tree := open(false), open(true)
+	actions := []keyward.LicenseAction{keyward.LicenseSuspend, keyward.LicenseReinstate}
+	change := func(s *side, i int) {
+		t0, c0 := time.Now(), processCPU(b)
+		if _, err := s.a.TransitionLicense(s.ctx, s.id, actions[i%2], "benchmark"); err != nil {
+			b.Fatal(err)
+		}
+		s.wall += time.Since(t0)
+		s.cpu += processCPU(b) - c0
+	}
+	for i := 0; b.Loop(); i++ {
+		if i%4 < 2 {
+			change(plain, i)
+			change(tree, i)
+		} else {
+			change(tree, i)
+			change(plain, i)
+		}
+	}
+	b.ReportMetric(float64(plain.wall.Nanoseconds())/float64(b.N), "ns/plain-change")
+	b.ReportMetric(float64(tree.wall.Nanoseconds())/float64(b.N), "ns/tree-change")
+	b.ReportMetric(100*(float64(tree.wall)/float64(plain.wall)-1), "%overhead")
+	if plain.cpu > 0 {
+		b.ReportMetric(float64(plain.cpu.Nanoseconds())/float64(b.N), "cpu-ns/plain-change")
+		b.ReportMetric(float64(tree.cpu.Nanoseconds())/float64(b.N), "cpu-ns/tree-change")
+		b.ReportMetric(100*(float64(tree.cpu)/float64(plain.cpu)-1), "%cpu-overhead")
+	}
+	b.ReportMetric(0, "ns/op")
+}

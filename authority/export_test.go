@@ -3,7 +3,17 @@ package authority
 import (
 	"maps"
 	"slices"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/store"
 )
+
+// WithoutAuditTree makes a append its audit entries as they are, without
+// normalizing them or storing their Merkle tree hashes: the baseline of
+// BenchmarkTreeCost. Its log does not verify.
+func (a *Authority) WithoutAuditTree() {
+	a.appendAudit = func(tx store.Tx, e *keyward.AuditEntry) error { return tx.AppendAudit(e) }
+}
 
 // OpenedKeys returns the kids of the private keys held opened in memory.
 func (a *Authority) OpenedKeys() []string {

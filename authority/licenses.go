@@ -184,7 +184,7 @@ func (a *Authority) IssueLicenses(ctx context.Context, r IssueRequest, count int
 			is.License = l
 			if err := a.record(ctx, tx, now, change{
 				action: "license.issue", event: "license.issued", targetType: "license", targetID: l.ID,
-				after: string(l.State), details: map[string]any{"product": p.Name, "holder": l.Holder, "key_prefix": l.KeyPrefix, "policy_version": pol.Version},
+				after: string(l.State), details: issueDetails{Product: p.Name, Holder: l.Holder, KeyPrefix: l.KeyPrefix, PolicyVersion: pol.Version},
 			}); err != nil {
 				return err
 			}
@@ -195,6 +195,17 @@ func (a *Authority) IssueLicenses(ctx context.Context, r IssueRequest, count int
 		return nil, a.refused(ctx, PermLicenseIssue, "product", r.Product, err)
 	}
 	return out, nil
+}
+
+// issueDetails are the audit details (and event data details) of an
+// issued license. A struct rather than a map: a batch encodes them 20 000
+// times, and the fields, in key order, encode to the same JSON as the map
+// they replace.
+type issueDetails struct {
+	Holder        string `json:"holder"`
+	KeyPrefix     string `json:"key_prefix"`
+	PolicyVersion int    `json:"policy_version"`
+	Product       string `json:"product"`
 }
 
 func normalizeEntitlements(in []string) ([]string, error) {

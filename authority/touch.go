@@ -1,7 +1,9 @@
 package authority
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,9 +14,9 @@ import (
 // Last-seen times (a license's last_validated_at, a machine's last_seen_at)
 // are bookkeeping, not state: validation records them in memory and
 // FlushTouches writes them in batches, so the hot path never waits for the
-// single writer. They may lag the truth by the flush interval (and are lost
-// for at most that long if the process dies); the retire rule that reads
-// them ("inactive for 180 days") does not care.
+// single writer. They may lag the truth by 1.5 flush intervals (see
+// RunTouchFlusher; and are lost for at most that long if the process dies);
+// the retire rules that read them flush first (SweepLicenses).
 
 // touchBuffer holds the latest unflushed last-seen time per license and
 // per machine.
@@ -22,6 +24,7 @@ type touchBuffer struct {
 	mu       sync.Mutex
 	licenses map[string]time.Time
 	machines map[string]time.Time
+	taken    time.Time // when take last ran (the machine's clock: it paces RunTouchFlusher)
 }
 
 func (b *touchBuffer) license(id string, t time.Time) { b.put(&b.licenses, id, t) }
@@ -44,7 +47,18 @@ func (b *touchBuffer) take() (licenses, machines map[string]time.Time) {
 	defer b.mu.Unlock()
 	licenses, machines = b.licenses, b.machines
 	b.licenses, b.machines = nil, nil
+	b.taken = time.Now()
 	return licenses, machines
+}
+
+// sinceTake is how long ago take last ran (long if never).
+func (b *touchBuffer) sinceTake() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.taken.IsZero() {
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Since(b.taken)
 }
 
 // touchBatch bounds the writes of one flush transaction.
@@ -67,6 +81,14 @@ func (a *Authority) FlushTouches(ctx context.Context) (int, error) {
 	for id, t := range machines {
 		all = append(all, touch{false, id, t})
 	}
+	// In key order, so a flush visits each table page once, in order: with
+	// a million licenses, 20 000 hot ones are spread over most pages.
+	slices.SortFunc(all, func(x, y touch) int {
+		if x.license != y.license {
+			return cmp.Compare(btoi(y.license), btoi(x.license))
+		}
+		return cmp.Compare(x.id, y.id)
+	})
 	n := 0
 	for len(all) > 0 {
 		batch := all[:min(touchBatch, len(all))]
@@ -93,8 +115,20 @@ func (a *Authority) FlushTouches(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // RunTouchFlusher flushes last-seen times every interval until ctx is done,
-// then once more.
+// then once more. A tick skips the flush when another flush ran less than
+// half an interval before: the scheduler's license sweep flushes first
+// too, at its own tick (10 s by default, like this interval), and with
+// both every hot license was written twice per interval (with 20 000
+// licenses validated all the time, 40 000 row updates per 10 s). Times
+// therefore lag by at most 1.5 intervals.
 func (a *Authority) RunTouchFlusher(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -108,6 +142,9 @@ func (a *Authority) RunTouchFlusher(ctx context.Context, every time.Duration) {
 			cancel()
 			return
 		case <-t.C:
+			if a.touches.sinceTake() < every/2 {
+				continue
+			}
 			if _, err := a.FlushTouches(ctx); err != nil && ctx.Err() == nil {
 				a.log.Warn("flush last-seen times", "err", err)
 			}

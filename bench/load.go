@@ -36,6 +36,21 @@ func runLoad(addr string, conns int, d time.Duration, reqs [][]byte) (loadResult
 // runLoadAcross is runLoad with connection c going to addrs[c%len(addrs)]:
 // the same total connections, spread round-robin over several servers.
 func runLoadAcross(addrs []string, conns int, d time.Duration, reqs [][]byte) (loadResult, error) {
+	return runLoadUntil(addrs, conns, d, 0, 0, reqs)
+}
+
+// warmLoad is runLoad for at least d and until twice as many answers as
+// there are requests came back, for at most max: the connections move
+// through the requests at about the same pace, so each was sent, and a
+// validation cache holds the whole working set however slow the machine
+// is at the time (a 3 s warm-up on a busy machine left it half cold).
+func warmLoad(addr string, conns int, d, max time.Duration, reqs [][]byte) (loadResult, error) {
+	return runLoadUntil([]string{addr}, conns, d, max, 2*int64(len(reqs)), reqs)
+}
+
+// runLoadUntil runs the load for d, then on until minRequests answers came
+// back or max has passed (max 0: d alone).
+func runLoadUntil(addrs []string, conns int, d, max time.Duration, minRequests int64, reqs [][]byte) (loadResult, error) {
 	var total, errs atomic.Int64
 	lat := make([][]time.Duration, conns)
 	statuses := make([]map[int]int64, conns)
@@ -84,6 +99,9 @@ func runLoadAcross(addrs []string, conns int, d time.Duration, reqs [][]byte) (l
 		}()
 	}
 	time.Sleep(d)
+	for time.Since(start) < max && total.Load() < minRequests {
+		time.Sleep(50 * time.Millisecond)
+	}
 	close(stop)
 	wg.Wait()
 	res := loadResult{Requests: total.Load(), Errors: errs.Load(), Duration: time.Since(start), StatusSeen: map[int]int64{}}

@@ -51,7 +51,11 @@ func main() {
 	dur := flag.Duration("duration", 10*time.Second, "length of each load run")
 	working := flag.Int("working-set", 100_000, "distinct keys the load cycles through")
 	rounds := flag.Int("rounds", 2, "alternating baseline/keyward rounds (best of each is reported)")
-	keep := flag.String("dir", "", "work directory (default: a temporary one, removed after)")
+	keep := flag.String("dir", "", "work directory (default: a temporary one, removed after); kept, with the seeded database and the working keys (keys.txt), for -reuse")
+	reuse := flag.Bool("reuse", false, "with -dir: reuse the database an earlier run seeded there instead of seeding -n licenses again (1M take minutes); the issuance rate is then measured on -issue-sample more licenses, which stay in the database")
+	issueSample := flag.Int("issue-sample", 50_000, "with -reuse: licenses issued (10 000 per call) to measure the issuance rate; 0 measures none")
+	kwBin := flag.String("keyward-bin", "", "run this keyward binary instead of building ./cmd/keyward (to compare two builds on the same database)")
+	pprofAddr := flag.String("pprof", "", "start the keyward server with --pprof on this loopback address (e.g. 127.0.0.1:6060) to profile it during the run")
 	db := flag.String("db", "", "postgres://… : measure replicas on this database (in a scratch schema, dropped after) instead of the SQLite anchors")
 	replicas := flag.Int("replicas", 2, "with -db: measure validation with 1 up to this many replicas")
 	watchers := flag.Int("watchers", 10, "with -db: revocation watchers on the second replica")
@@ -65,7 +69,12 @@ func main() {
 		}
 		return
 	}
-	if err := run(*n, *conns, *dur, *working, *rounds, *keep); err != nil {
+	if *reuse && *keep == "" {
+		fmt.Fprintln(os.Stderr, "bench: -reuse needs -dir")
+		os.Exit(2)
+	}
+	if err := run(runOptions{n: *n, conns: *conns, dur: *dur, working: *working, rounds: *rounds, dir: *keep,
+		reuse: *reuse, issueSample: *issueSample, pprof: *pprofAddr, bin: *kwBin}); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -75,7 +84,18 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func run(n, conns int, dur time.Duration, working, rounds int, dir string) error {
+type runOptions struct {
+	n, conns, working, rounds int
+	dur                       time.Duration
+	dir                       string
+	reuse                     bool
+	issueSample               int
+	pprof                     string
+	bin                       string
+}
+
+func run(o runOptions) error {
+	n, conns, dur, working, rounds, dir := o.n, o.conns, o.dur, o.working, o.rounds, o.dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "keyward-bench-")
 		if err != nil {
@@ -84,10 +104,13 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	bin := filepath.Join(dir, "keyward")
-	logf("building keyward")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/keyward").CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, out)
+	bin := o.bin
+	if bin == "" {
+		bin = filepath.Join(dir, "keyward")
+		logf("building keyward")
+		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/keyward").CombinedOutput(); err != nil {
+			return fmt.Errorf("go build: %v\n%s", err, out)
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -95,7 +118,11 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 	}
 
 	kwAddr, baseAddr := freeAddr(), freeAddr()
-	server := exec.Command(bin, "server", "--dev", "--data-dir", filepath.Join(dir, "data"), "--listen", kwAddr, "--log-level", "warn")
+	args := []string{"server", "--dev", "--data-dir", filepath.Join(dir, "data"), "--listen", kwAddr, "--log-level", "warn"}
+	if o.pprof != "" {
+		args = append(args, "--pprof", o.pprof)
+	}
+	server := exec.Command(bin, args...)
 	server.Stdout, server.Stderr = io.Discard, os.Stderr
 	if err := server.Start(); err != nil {
 		return err
@@ -110,9 +137,34 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 	}
 	c := &api{base: "http://" + kwAddr, token: strings.TrimSpace(string(tok))}
 
-	keysSeen, issueRate, err := seed(c, n, working)
-	if err != nil {
-		return err
+	var keysSeen []string
+	var issueRate float64
+	keysFile := filepath.Join(dir, "keys.txt")
+	issued, cpu0 := n, cpuOf(server.Process.Pid)
+	if o.reuse {
+		issued = o.issueSample
+		if keysSeen, err = readKeys(keysFile, n, working); err != nil {
+			return err
+		}
+		logf("reusing %d seeded licenses; issuing %d more to measure issuance", n, o.issueSample)
+		if o.issueSample > 0 {
+			if issueRate, err = issue(c, o.issueSample, nil); err != nil {
+				return err
+			}
+		}
+	} else {
+		if keysSeen, issueRate, err = seed(c, n, working); err != nil {
+			return err
+		}
+		if o.dir != "" {
+			if err := writeKeys(keysFile, n, keysSeen); err != nil {
+				return err
+			}
+		}
+	}
+	if issued > 0 {
+		logf("  issuance: %.0f licenses/s, server CPU %.0f µs per license", issueRate,
+			float64(cpuOf(server.Process.Pid)-cpu0)/float64(time.Microsecond)/float64(issued))
 	}
 
 	// Baseline process.
@@ -141,9 +193,14 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 
 	// Warm both: fills keyward's validation cache and creates the machines.
 	logf("warming up")
-	if _, err := runLoad(kwAddr, conns, 3*time.Second, plain); err != nil {
+	w, err := warmLoad(kwAddr, conns, 3*time.Second, time.Minute, plain)
+	if err != nil {
 		return err
 	}
+	// The first pass over the working set misses the validation cache
+	// (about half of the warm-up's requests): a rough rate of validations
+	// that read the database.
+	logf("  warm-up: %.0f req/s over %d requests, p99 %v", w.RPS(), w.Requests, w.P99)
 	if _, err := runLoad(kwAddr, conns, 8*time.Second, withFP); err != nil {
 		return err
 	}
@@ -151,26 +208,37 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 		return err
 	}
 
+	// Each load also reports the CPU time its server process spent per
+	// answer (/proc): on a machine shared with other work, throughput moves
+	// with the neighbours, CPU per request much less.
+	load := func(pid int, addr string, reqs [][]byte) (loadResult, float64, error) {
+		c0 := cpuOf(pid)
+		res, err := runLoad(addr, conns, dur, reqs)
+		return res, float64(cpuOf(pid)-c0) / float64(time.Microsecond) / float64(max(res.Requests, 1)), err
+	}
 	var bestBase, bestKW, bestFP loadResult
+	var ratios []string
 	for r := range rounds {
 		logf("round %d: baseline", r+1)
-		b, err := runLoad(baseAddr, conns, dur, basereqs)
+		b, bcpu, err := load(base.Process.Pid, baseAddr, basereqs)
 		if err != nil {
 			return err
 		}
-		logf("  %.0f req/s p99 %v", b.RPS(), b.P99)
+		logf("  %.0f req/s p99 %v, %.1f µs CPU/req", b.RPS(), b.P99, bcpu)
 		logf("round %d: keyward validate", r+1)
-		k, err := runLoad(kwAddr, conns, dur, plain)
+		k, kcpu, err := load(server.Process.Pid, kwAddr, plain)
 		if err != nil {
 			return err
 		}
-		logf("  %.0f req/s p99 %v errors %d", k.RPS(), k.P99, k.Errors)
+		logf("  %.0f req/s p99 %v errors %d, %.1f µs CPU/req", k.RPS(), k.P99, k.Errors, kcpu)
+		logf("round %d: ratio %.2f (throughput), CPU per request keyward/baseline %.2f", r+1, k.RPS()/b.RPS(), kcpu/bcpu)
+		ratios = append(ratios, fmt.Sprintf("%.2f", k.RPS()/b.RPS()))
 		logf("round %d: keyward validate with fingerprint + lease", r+1)
-		f, err := runLoad(kwAddr, conns, dur, withFP)
+		f, fcpu, err := load(server.Process.Pid, kwAddr, withFP)
 		if err != nil {
 			return err
 		}
-		logf("  %.0f req/s p99 %v errors %d", f.RPS(), f.P99, f.Errors)
+		logf("  %.0f req/s p99 %v errors %d, %.1f µs CPU/req", f.RPS(), f.P99, f.Errors, fcpu)
 		if bestBase.Requests == 0 || b.RPS() > bestBase.RPS() {
 			bestBase = b
 		}
@@ -196,8 +264,8 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 
 	fmt.Printf("\n## Keyward benchmark — %s, %s, GOMAXPROCS=%d, %d licenses\n\n", time.Now().UTC().Format("2006-01-02"), cpuModel(), runtime.GOMAXPROCS(0), n)
 	fmt.Printf("| measure | result | anchor | ratio |\n|---|---|---|---|\n")
-	fmt.Printf("| POST /v1/validate, no fingerprint, %d conns | %.0f req/s, p50 %v, p99 %v, %d errors | bare net/http JSON handler: %.0f req/s, p99 %v | **%.2f** |\n",
-		conns, bestKW.RPS(), bestKW.P50, bestKW.P99, bestKW.Errors, bestBase.RPS(), bestBase.P99, bestKW.RPS()/bestBase.RPS())
+	fmt.Printf("| POST /v1/validate, no fingerprint, %d conns | %.0f req/s, p50 %v, p99 %v, %d errors | bare net/http JSON handler: %.0f req/s, p99 %v | **%.2f** (rounds: %s) |\n",
+		conns, bestKW.RPS(), bestKW.P50, bestKW.P99, bestKW.Errors, bestBase.RPS(), bestBase.P99, bestKW.RPS()/bestBase.RPS(), strings.Join(ratios, ", "))
 	fmt.Printf("| POST /v1/validate with fingerprint (lease signed) | %.0f req/s, p50 %v, p99 %v, %d errors | raw Ed25519 sign, all cores: %.0f/s | **%.2f** |\n",
 		bestFP.RPS(), bestFP.P50, bestFP.P99, bestFP.Errors, signRate, bestFP.RPS()/signRate)
 	fmt.Printf("| batch issuance through the API | %.0f licenses/s | raw Ed25519 sign: %.0f/s | **%.2f** |\n", issueRate, signRate, issueRate/signRate)
@@ -207,14 +275,27 @@ func run(n, conns int, dur time.Duration, working, rounds int, dir string) error
 	return nil
 }
 
-// seed issues n licenses of product "bench" through the batch API and
-// returns the first working keys and the issuance rate (licenses/s).
+// seed creates product "bench", issues n licenses of it through the batch
+// API and returns the first working keys and the issuance rate
+// (licenses/s).
 func seed(c *api, n, working int) ([]string, float64, error) {
 	if err := c.post("/v1/products", map[string]any{"name": "bench"}, nil); err != nil {
 		return nil, 0, err
 	}
 	keysSeen := make([]string, 0, working)
 	logf("seeding %d licenses through POST /v1/licenses:batch", n)
+	rate, err := issue(c, n, func(key string) {
+		if len(keysSeen) < working {
+			keysSeen = append(keysSeen, key)
+		}
+	})
+	return keysSeen, rate, err
+}
+
+// issue issues n licenses of product "bench" through the batch API
+// (10 000 per call), passes each new key to seen (if not nil) and returns
+// the issuance rate (licenses/s).
+func issue(c *api, n int, seen func(key string)) (float64, error) {
 	t0 := time.Now()
 	for done := 0; done < n; {
 		count := min(10000, n-done)
@@ -222,11 +303,11 @@ func seed(c *api, n, working int) ([]string, float64, error) {
 			Licenses []struct{ ID, Key string }
 		}
 		if err := c.post("/v1/licenses:batch", map[string]any{"product": "bench", "holder": "bench", "count": count, "max_machines": 0}, &out); err != nil {
-			return nil, 0, err
+			return 0, err
 		}
-		for _, l := range out.Licenses {
-			if len(keysSeen) < working {
-				keysSeen = append(keysSeen, l.Key)
+		if seen != nil {
+			for _, l := range out.Licenses {
+				seen(l.Key)
 			}
 		}
 		done += count
@@ -234,7 +315,36 @@ func seed(c *api, n, working int) ([]string, float64, error) {
 			logf("  %d/%d (%.0f licenses/s)", done, n, float64(done)/time.Since(t0).Seconds())
 		}
 	}
-	return keysSeen, float64(n) / time.Since(t0).Seconds(), nil
+	return float64(n) / time.Since(t0).Seconds(), nil
+}
+
+// writeKeys records, for -reuse, how many licenses the database was seeded
+// with and the working keys (the server keeps only their hashes).
+func writeKeys(path string, n int, keys []string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "licenses %d\n", n)
+	for _, k := range keys {
+		b.WriteString(k + "\n")
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// readKeys reads what writeKeys wrote, checking it matches -n and holds at
+// least working keys.
+func readKeys(path string, n, working int) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("-reuse: %w (run once with the same -dir and without -reuse to seed)", err)
+	}
+	lines := strings.Fields(string(b))
+	if len(lines) < 2 || lines[0] != "licenses" || lines[1] != strconv.Itoa(n) {
+		return nil, fmt.Errorf("-reuse: %s was not seeded with -n %d", path, n)
+	}
+	keys := lines[2:]
+	if len(keys) < working {
+		return nil, fmt.Errorf("-reuse: %s holds %d working keys, -working-set asks for %d", path, len(keys), working)
+	}
+	return keys[:working], nil
 }
 
 // runBaseline serves the anchor: decode the same request JSON, encode a
@@ -393,6 +503,28 @@ func verifyOverhead(c *api) (float64, error) {
 		tRaw += time.Since(t0)
 	}
 	return float64(tSDK) / float64(tRaw), nil
+}
+
+// cpuOf returns the CPU time (user and system) process pid has used so
+// far, from /proc (0 where there is none), in 10 ms steps.
+func cpuOf(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// the 14th and 15th fields, in clock ticks (USER_HZ, 100 on Linux).
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 func rssOf(pid int) int64 {

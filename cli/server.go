@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -340,6 +341,7 @@ func serverCmd(e *env) *cobra.Command {
 	var cfg ServerConfig
 	var logLevel, logFormat string
 	var trustXFF []string
+	var pprofAddr string
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run the Keyward server",
@@ -370,6 +372,13 @@ func serverCmd(e *env) *cobra.Command {
 			if cfg.DB == "" {
 				cfg.DB = os.Getenv("KEYWARD_DB")
 			}
+			var stopPprof func()
+			if pprofAddr != "" {
+				if _, stopPprof, err = servePprof(pprofAddr, cfg.Logger); err != nil {
+					return usageError(err)
+				}
+				defer stopPprof()
+			}
 			rs, err := StartServer(e.ctx, cfg)
 			if err != nil {
 				return err
@@ -396,5 +405,40 @@ func serverCmd(e *env) *cobra.Command {
 	f.StringSliceVar(&trustXFF, "trust-forwarded-for", nil, "reverse proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For gives the client address for abuse counters; default: trust none")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json (structured logs on stderr)")
+	f.StringVar(&pprofAddr, "pprof", "", "serve Go's profiler (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; off by default (docs/benchmarks.md)")
+	// A diagnostic for measuring the server, not an operating option: it
+	// stays out of --help.
+	_ = f.MarkHidden("pprof")
 	return c
+}
+
+// servePprof serves net/http/pprof's handlers on addr, which must be a
+// loopback address: profiles show the server's code paths and heap
+// contents (which can hold secrets) and CPU profiling costs time, so they
+// are never exposed beyond the machine. The handlers are on their own mux,
+// apart from the API. It returns the address listened on and a func that
+// stops the listener.
+func servePprof(addr string, log *slog.Logger) (string, func(), error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--pprof %q: %w", addr, err)
+	}
+	// An IP literal only: a name could resolve to anything.
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+		return "", nil, fmt.Errorf("--pprof %q: want a loopback IP address and port (127.0.0.1:PORT or [::1]:PORT)", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Warn("profiler listening (diagnostics only)", "addr", ln.Addr().String())
+	return ln.Addr().String(), func() { srv.Close() }, nil
 }

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
+	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -31,30 +33,43 @@ func (t *tx) AuditHashCount() (int64, error) {
 	return n, wrap(err, "audit hash count")
 }
 
-// auditStmts are the statements of the audit hot path (an entry appends
-// about two hashes and reads about one), prepared once per connection pool:
-// preparing costs more than running them. They are prepared at Open,
-// because a pool of one connection cannot prepare while a transaction
-// holds it.
+// auditStmts are the statements of the audit hot path, prepared once per
+// connection pool: preparing costs more than running them. They are
+// prepared at Open, because a pool of one connection cannot prepare while
+// a transaction holds it.
 type auditStmts struct {
 	// appendHash[k-1] inserts k hashes, (?1, ?2), (?3, ?4), …, if the
 	// table holds exactly ?1 hashes, so the hashes stay a gap-free
 	// sequence. SQLite evaluates the condition before inserting.
 	appendHash [2]*sql.Stmt
+	// appendEdge[k-1] inserts k hashes without that condition, for a
+	// writer whose tree edge knows the count (treeEdge). An INSERT whose
+	// SELECT reads the table it inserts into first copies its rows into a
+	// temporary table, which made appendHash the dearest statement of an
+	// append.
+	appendEdge [4]*sql.Stmt
 	readHash   *sql.Stmt
 }
 
 func prepareAudit(ctx context.Context, db *sql.DB) (*auditStmts, error) {
 	s := &auditStmts{}
-	queries := []struct {
+	type query struct {
 		dst **sql.Stmt
 		q   string
-	}{
+	}
+	queries := []query{
 		{&s.appendHash[0], `INSERT INTO audit_hashes (idx, hash) SELECT ?1, ?2
 			WHERE (SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_hashes) = ?1`},
 		{&s.appendHash[1], `INSERT INTO audit_hashes (idx, hash) SELECT column1, column2 FROM (VALUES (?1, ?2), (?3, ?4))
 			WHERE (SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_hashes) = ?1`},
 		{&s.readHash, `SELECT hash FROM audit_hashes WHERE idx = ?`},
+	}
+	for k := range s.appendEdge {
+		rows := make([]string, k+1)
+		for i := range rows {
+			rows[i] = fmt.Sprintf("(?%d, ?%d)", 2*i+1, 2*i+2)
+		}
+		queries = append(queries, query{&s.appendEdge[k], `INSERT INTO audit_hashes (idx, hash) VALUES ` + strings.Join(rows, ", ")})
 	}
 	for _, q := range queries {
 		st, err := db.PrepareContext(ctx, q.q)
@@ -78,7 +93,7 @@ func (s *auditStmts) close() error {
 		return nil
 	}
 	var errs []error
-	for _, st := range []*sql.Stmt{s.appendHash[0], s.appendHash[1], s.readHash} {
+	for _, st := range append(append([]*sql.Stmt{s.readHash}, s.appendHash[:]...), s.appendEdge[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -88,18 +103,53 @@ func (s *auditStmts) close() error {
 
 // AppendAuditHashes stores hs at start, start+1, … if the table holds
 // exactly start hashes; a refusal writes nothing (the first statement is
-// the one refused).
+// the one refused). A writer whose tree edge knows the count inserts
+// without having SQLite count; otherwise SQLite checks, and the edge
+// learns the count from the append.
 func (t *tx) AppendAuditHashes(start int64, hs []tlog.Hash) error {
 	if start < 0 {
 		return keyward.Errorf(keyward.EInvalid, "audit hash index %d is negative", start)
 	}
+	if len(hs) == 0 {
+		return nil
+	}
+	e := t.tree.edge()
+	if e != nil && e.known && e.count == start {
+		if err := t.insertHashes(t.audit.appendEdge[:], start, hs); err != nil {
+			// Only an edge wrong about the count can be refused here.
+			t.tree.forget()
+			return err
+		}
+		e.appended(start, hs)
+		return nil
+	}
+	// A known edge that counts otherwise is right and SQLite refuses; if
+	// SQLite does not, the edge starts afresh from what it proved.
+	if err := t.insertHashes(t.audit.appendHash[:], start, hs); err != nil {
+		return err
+	}
+	if e != nil {
+		if !e.known || e.count != start {
+			*e = treeEdge{known: true, count: start}
+		}
+		e.appended(start, hs)
+	}
+	return nil
+}
+
+// insertHashes runs stmts[k-1] (appendHash or appendEdge) on k hashes at a
+// time: (start, hs[0]), (start+1, hs[1]), …
+func (t *tx) insertHashes(stmts []*sql.Stmt, start int64, hs []tlog.Hash) error {
 	for len(hs) > 0 {
-		k := min(len(hs), len(t.audit.appendHash))
+		k := min(len(hs), len(stmts))
 		args := make([]any, 0, 2*k)
 		for i := range k {
 			args = append(args, start+int64(i), hs[i][:])
 		}
-		res, err := t.tx.StmtContext(t.ctx, t.audit.appendHash[k-1]).ExecContext(quick(t.ctx), args...)
+		res, err := t.tx.StmtContext(t.ctx, stmts[k-1]).ExecContext(quick(t.ctx), args...)
+		if constraint(err) == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY {
+			return keyward.Errorf(keyward.EConflict, "audit hashes from %d: the tree holds more than %d hashes", start, start)
+		}
 		if err != nil {
 			return wrap(err, "append audit hashes from %d", start)
 		}
@@ -113,13 +163,219 @@ func (t *tx) AppendAuditHashes(start int64, hs []tlog.Hash) error {
 	return nil
 }
 
+// treeEdge is what the writer knows of the audit tree between
+// transactions, so that an append need not ask SQLite: how many hashes
+// audit_hashes holds, and the stored hashes whose parent is not stored
+// yet. Those are the tree's right edge, at most one per level, and the
+// only stored hashes an append reads (tlog.StoredHashesForRecordHash).
+// Hashes of the edge it has not seen are read when first asked for.
+//
+// The edge is true of the database as long as no other connection
+// (another process, an operator's sqlite3 shell) wrote it. It keeps the
+// writer connection's data version of the file (SQLITE_FCNTL_DATA_VERSION)
+// from the end of the last transaction, and the next one uses it only if
+// the version is still the same once it holds the write lock. The
+// version moves with the connection's own commits and whenever SQLite
+// drops its page cache because another connection committed, so the edge
+// is as coherent as SQLite's own cache.
+type treeEdge struct {
+	known   bool   // the rest holds
+	version uint32 // the writer connection's data version
+	count   int64  // hashes in audit_hashes
+	hashes  []edgeHash
+}
+
+type edgeHash struct {
+	idx  int64
+	hash tlog.Hash
+}
+
+func (e *treeEdge) lookup(idx int64) (tlog.Hash, bool) {
+	for _, h := range e.hashes {
+		if h.idx == idx {
+			return h.hash, true
+		}
+	}
+	return tlog.Hash{}, false
+}
+
+// needed reports whether an append can still read stored hash idx: its
+// parent is not stored yet.
+func (e *treeEdge) needed(idx int64) bool {
+	level, n := tlog.SplitStoredHashIndex(idx)
+	return idx < e.count && tlog.StoredHashIndex(level+1, n>>1) >= e.count
+}
+
+// remember adds stored hash idx, read from the table, if an append can
+// still need it.
+func (e *treeEdge) remember(idx int64, h tlog.Hash) {
+	if !e.known || !e.needed(idx) {
+		return
+	}
+	if _, ok := e.lookup(idx); !ok {
+		e.hashes = append(e.hashes, edgeHash{idx, h})
+	}
+}
+
+// appended records that hs were stored at e.count, e.count+1, … and drops
+// the hashes they complete.
+func (e *treeEdge) appended(start int64, hs []tlog.Hash) {
+	e.count = start + int64(len(hs))
+	kept := e.hashes[:0]
+	for _, h := range e.hashes {
+		if e.needed(h.idx) {
+			kept = append(kept, h)
+		}
+	}
+	e.hashes = kept
+	for i, h := range hs {
+		if idx := start + int64(i); e.needed(idx) {
+			e.hashes = append(e.hashes, edgeHash{idx, h})
+		}
+	}
+}
+
+// treeTx is a write transaction's part in the tree edge: its copy, made
+// on first use and published to the DB's once the transaction commits,
+// so that a rollback forgets what it appended. shared is nil in a View.
+type treeTx struct {
+	shared *treeEdge
+	conn   *sql.Conn // the writer connection the transaction runs on
+	valid  bool      // shared was true of the database when the transaction began
+	cur    treeEdge
+	loaded bool
+}
+
+// begin checks, once the transaction holds the write lock, that no other
+// connection wrote the database since the DB's edge was true of it; if
+// one did, the edge is forgotten.
+func (tr *treeTx) begin() error {
+	if tr.shared == nil || !tr.shared.known {
+		return nil
+	}
+	v, err := dataVersion(tr.conn)
+	if err != nil {
+		return err
+	}
+	tr.valid = v == tr.shared.version
+	if !tr.valid {
+		*tr.shared = treeEdge{}
+	}
+	return nil
+}
+
+// edge returns the transaction's edge, or nil in a View.
+func (tr *treeTx) edge() *treeEdge {
+	if tr.shared == nil {
+		return nil
+	}
+	if !tr.loaded {
+		if tr.valid {
+			tr.cur = *tr.shared
+			tr.cur.hashes = slices.Clone(tr.shared.hashes)
+		}
+		tr.loaded = true
+	}
+	return &tr.cur
+}
+
+// forget drops what the edge knows, in the DB's edge too.
+func (tr *treeTx) forget() {
+	if tr.shared != nil {
+		*tr.shared, tr.cur, tr.valid = treeEdge{}, treeEdge{}, false
+	}
+}
+
+// end runs after the transaction committed (publishing its edge) or
+// rolled back (keeping the DB's). The edge takes the data version the
+// connection has now: its own commit changed it, and it cannot have seen
+// another connection's commit since the transaction began.
+func (tr *treeTx) end(committed bool) {
+	if tr.shared == nil {
+		return
+	}
+	next := *tr.shared
+	if committed && tr.loaded {
+		next = tr.cur
+	}
+	if !next.known {
+		*tr.shared = treeEdge{}
+		return
+	}
+	v, err := dataVersion(tr.conn)
+	if err != nil {
+		*tr.shared = treeEdge{}
+		return
+	}
+	next.version = v
+	*tr.shared = next
+}
+
+// dataVersion returns SQLITE_FCNTL_DATA_VERSION of the main database on
+// conn, without running a statement (PRAGMA data_version, which ignores
+// the connection's own commits, costs as much as the read it would save).
+func dataVersion(conn *sql.Conn) (uint32, error) {
+	var v uint32
+	err := conn.Raw(func(dc any) error {
+		fc, ok := dc.(sqlite.FileControl)
+		if !ok {
+			return fmt.Errorf("driver connection %T has no file control", dc)
+		}
+		var err error
+		v, err = fc.FileControlDataVersion("main")
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: data version: %w", err)
+	}
+	return v, nil
+}
+
 // maxVars bounds the parameters of one IN list (SQLite's default limit is
 // 32766).
 const maxVars = 500
 
-// AuditHashes returns the stored hashes at indexes, in the order asked:
-// a few by the prepared statement, many by IN lists.
+// AuditHashes returns the stored hashes at indexes, in the order asked. In
+// an Update, hashes of the tree edge come from it.
 func (t *tx) AuditHashes(indexes []int64) ([]tlog.Hash, error) {
+	if len(indexes) == 0 {
+		// Every even leaf appends without reading: no statement for it.
+		return nil, nil
+	}
+	e := t.tree.edge()
+	if e == nil || !e.known {
+		return t.readHashes(indexes)
+	}
+	out := make([]tlog.Hash, len(indexes))
+	var missing []int // positions in indexes
+	for i, x := range indexes {
+		if h, ok := e.lookup(x); ok {
+			out[i] = h
+		} else {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	xs := make([]int64, len(missing))
+	for j, i := range missing {
+		xs[j] = indexes[i]
+	}
+	read, err := t.readHashes(xs)
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range missing {
+		out[i] = read[j]
+		e.remember(xs[j], read[j])
+	}
+	return out, nil
+}
+
+// readHashes reads the hashes at indexes from the table: a few by the
+// prepared statement, many by IN lists.
+func (t *tx) readHashes(indexes []int64) ([]tlog.Hash, error) {
 	if len(indexes) <= 16 {
 		out := make([]tlog.Hash, len(indexes))
 		stmt := t.tx.StmtContext(t.ctx, t.audit.readHash)

@@ -255,9 +255,36 @@ func (t *tx) LicensesByID(ids []string) ([]*keyward.License, error) {
 	return out, nil
 }
 
+// expiryIndexMax is how many licenses expiring before a time
+// LicensesExpiringBefore still reads through the expiry index and sorts;
+// from there on it walks the licenses in id order.
+const expiryIndexMax = 10_000
+
 // LicensesExpiringBefore returns active licenses with an expiry before at.
+//
+// SQLite keeps no statistics here (no ANALYZE), so for "expiring before at,
+// in id order, first n" it walks every license in id order and tests each:
+// with 1M licenses and none expiring that is a full scan (about 1 s of CPU),
+// and the expiry and notice sweeps ran it twice per scheduler tick, under
+// validation load (docs/benchmarks.md, issue 9). So the candidates are
+// first counted in the partial expiry index (index only, stopping at
+// expiryIndexMax): few are read through that index and sorted; many are
+// dense enough for the id walk to find n of them soon.
 func (t *tx) LicensesExpiringBefore(at time.Time, after string, n int) ([]*keyward.License, error) {
-	ls, err := queryAll(t, scanLicense, `SELECT `+licenseCols+` FROM licenses
+	var window int
+	err := t.tx.QueryRowContext(quick(t.ctx), `SELECT count(*) FROM (SELECT 1 FROM licenses INDEXED BY licenses_expiry
+		WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at < ? LIMIT ?)`, toNanos(at), expiryIndexMax).Scan(&window)
+	if err != nil {
+		return nil, wrap(err, "licenses expiring before %s", at.Format(time.RFC3339))
+	}
+	if window == 0 {
+		return nil, nil
+	}
+	index := ""
+	if window < expiryIndexMax {
+		index = ` INDEXED BY licenses_expiry`
+	}
+	ls, err := queryAll(t, scanLicense, `SELECT `+licenseCols+` FROM licenses`+index+`
 		WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at < ? AND id > ? ORDER BY id`+limit(n), toNanos(at), after)
 	return ls, wrap(err, "licenses expiring before %s", at.Format(time.RFC3339))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -237,5 +238,91 @@ func TestConstraintCodes(t *testing.T) {
 	var ke *keyward.Error
 	if err := db.Update(t.Context(), func(tx store.Tx) error { return errors.New("plain") }); errors.As(err, &ke) {
 		t.Errorf("Update(plain error) = %v, want it returned unchanged", err)
+	}
+}
+
+// TestLicensesExpiringBeforeMany covers the id walk that
+// LicensesExpiringBefore takes when more than 10 000 licenses expire
+// (fewer are read through the expiry index, which the shared suite
+// covers): the same answers, in id order, page by page.
+func TestLicensesExpiringBeforeMany(t *testing.T) {
+	db := mustOpen(t, filepath.Join(t.TempDir(), "k.db"))
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cut := base.Add(24 * time.Hour)
+	const expiring, others = 10_050, 300
+	var want []string
+	err := db.Update(t.Context(), func(tx store.Tx) error {
+		if err := tx.CreateProduct(&keyward.Product{ID: "p1", Name: "p1", CreatedAt: base}); err != nil {
+			return err
+		}
+		for i := range expiring + others {
+			// Interleave ids so the expiring ones are not one id range.
+			id := fmt.Sprintf("l%06d", (i*7919)%(expiring+others))
+			exp := base.Add(time.Duration(i%24) * time.Hour) // before cut
+			state := keyward.LicenseActive
+			expires := &exp
+			switch {
+			case i >= expiring && i%3 == 0:
+				expires = nil // perpetual
+			case i >= expiring && i%3 == 1:
+				later := cut.Add(time.Hour)
+				expires = &later
+			case i >= expiring:
+				state = keyward.LicenseSuspended
+			default:
+				want = append(want, id)
+			}
+			if err := tx.CreateLicense(&keyward.License{ID: id, ProductID: "p1", Holder: "h", State: state, KeyPrefix: "KW1-AAAAA",
+				ExpiresAt: expires, CreatedAt: base, UpdatedAt: base}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	ids := func(ls []*keyward.License) []string {
+		out := make([]string, len(ls))
+		for i, l := range ls {
+			out[i] = l.ID
+		}
+		return out
+	}
+	err = db.View(t.Context(), func(tx store.Tx) error {
+		all, err := tx.LicensesExpiringBefore(cut, "", 0)
+		if err != nil {
+			return err
+		}
+		if got := ids(all); !slices.Equal(got, want) {
+			t.Errorf("LicensesExpiringBefore(cut, \"\", 0) = %d licenses, want %d (first %v, want %v)", len(got), len(want), got[:min(3, len(got))], want[:3])
+		}
+		var paged []string
+		for after := ""; ; {
+			page, err := tx.LicensesExpiringBefore(cut, after, 4000)
+			if err != nil {
+				return err
+			}
+			paged = append(paged, ids(page)...)
+			if len(page) < 4000 {
+				break
+			}
+			after = page[len(page)-1].ID
+		}
+		if !slices.Equal(paged, want) {
+			t.Errorf("LicensesExpiringBefore in pages of 4000 = %d licenses, want %d", len(paged), len(want))
+		}
+		none, err := tx.LicensesExpiringBefore(base, "", 0)
+		if err != nil {
+			return err
+		}
+		if len(none) != 0 {
+			t.Errorf("LicensesExpiringBefore(base) = %d licenses, want none (strictly before)", len(none))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -22,6 +22,9 @@ type tx struct {
 	ctx   context.Context
 	tx    *sql.Tx
 	audit *auditStmts // prepared statements of the pool tx runs on
+	tree  treeTx      // the audit tree's right edge, in an Update
+	hot   *hotStmts   // likewise
+	bound map[*sql.Stmt]*sql.Stmt
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -34,6 +37,11 @@ func (t *tx) exec(query string, args ...any) (sql.Result, error) {
 // if it hit none.
 func (t *tx) execOne(notFound *keyward.Error, query string, args ...any) error {
 	res, err := t.exec(query, args...)
+	return hitOne(res, err, notFound)
+}
+
+// hitOne returns notFound if the UPDATE or DELETE that gave res hit no row.
+func hitOne(res sql.Result, err error, notFound *keyward.Error) error {
 	if err != nil {
 		return err
 	}
@@ -70,7 +78,12 @@ func queryAll[T any](t *tx, scan func(scanner) (*T, error), query string, args .
 
 // queryOne runs query and scans its one row, returning notFound if there is none.
 func queryOne[T any](t *tx, notFound *keyward.Error, scan func(scanner) (*T, error), query string, args ...any) (*T, error) {
-	v, err := scan(t.tx.QueryRowContext(t.ctx, query, args...))
+	return rowOne(notFound, scan, t.tx.QueryRowContext(t.ctx, query, args...))
+}
+
+// rowOne scans row with scan, returning notFound if there is no row.
+func rowOne[T any](notFound *keyward.Error, scan func(scanner) (*T, error), row *sql.Row) (*T, error) {
+	v, err := scan(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound
 	}
@@ -106,8 +119,8 @@ func (t *tx) CreateProduct(p *keyward.Product) error {
 // Product returns the product whose id or name is idOrName; an id match
 // wins over another product's name.
 func (t *tx) Product(idOrName string) (*keyward.Product, error) {
-	p, err := queryOne(t, keyward.Errorf(keyward.ENotFound, "product %s not found", idOrName), scanProduct,
-		`SELECT `+productCols+` FROM products WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1`, idOrName)
+	p, err := rowOne(keyward.Errorf(keyward.ENotFound, "product %s not found", idOrName), scanProduct,
+		t.queryRowHot(t.hot.product, idOrName))
 	return p, wrap(err, "product %s", idOrName)
 }
 
@@ -238,7 +251,7 @@ func (t *tx) CreateLicense(l *keyward.License) error {
 	if err != nil {
 		return wrap(err, "create license %s", l.ID)
 	}
-	_, err = t.exec(`INSERT INTO licenses (`+licenseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = t.execHot(t.hot.insertLicense,
 		l.ID, l.ProductID, l.Holder, l.State, l.KeyPrefix, ents, l.MaxMachines,
 		toNullNanos(l.ExpiresAt), toNanos(l.CreatedAt), toNanos(l.UpdatedAt), l.Reason,
 		toNullNanos(l.LastValidatedAt), l.IssuedBy)
@@ -246,8 +259,8 @@ func (t *tx) CreateLicense(l *keyward.License) error {
 }
 
 func (t *tx) License(id string) (*keyward.License, error) {
-	l, err := queryOne(t, keyward.Errorf(keyward.ENotFound, "license %s not found", id), scanLicense,
-		`SELECT `+licenseCols+` FROM licenses WHERE id = ?`, id)
+	l, err := rowOne(keyward.Errorf(keyward.ENotFound, "license %s not found", id), scanLicense,
+		t.queryRowHot(t.hot.license, id))
 	return l, wrap(err, "license %s", id)
 }
 
@@ -277,8 +290,8 @@ func (t *tx) UpdateLicense(l *keyward.License) error {
 }
 
 func (t *tx) TouchLicense(id string, at time.Time) error {
-	err := t.execOne(keyward.Errorf(keyward.ENotFound, "license %s not found", id),
-		`UPDATE licenses SET last_validated_at = ? WHERE id = ?`, toNanos(at), id)
+	res, err := t.execHot(t.hot.touchLicense, toNanos(at), id)
+	err = hitOne(res, err, keyward.Errorf(keyward.ENotFound, "license %s not found", id))
 	return wrap(err, "touch license %s", id)
 }
 
@@ -300,7 +313,7 @@ func scanLicenseKey(s scanner) (*keyward.LicenseKey, error) {
 }
 
 func (t *tx) CreateLicenseKey(k *keyward.LicenseKey) error {
-	_, err := t.exec(`INSERT INTO license_keys (`+licenseKeyCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+	_, err := t.execHot(t.hot.insertLicenseKey,
 		k.Hash, k.LicenseID, k.Prefix, toNanos(k.CreatedAt), toNullNanos(k.SupersededAt), toNullNanos(k.GraceUntil))
 	switch constraint(err) {
 	case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
@@ -312,8 +325,8 @@ func (t *tx) CreateLicenseKey(k *keyward.LicenseKey) error {
 }
 
 func (t *tx) LicenseKeyByHash(hash []byte) (*keyward.LicenseKey, error) {
-	k, err := queryOne(t, keyward.Errorf(keyward.ENotFound, "license key not found"), scanLicenseKey,
-		`SELECT `+licenseKeyCols+` FROM license_keys WHERE hash = ?`, hash)
+	k, err := rowOne(keyward.Errorf(keyward.ENotFound, "license key not found"), scanLicenseKey,
+		t.queryRowHot(t.hot.licenseKeyByHash, hash))
 	return k, wrap(err, "license key by hash")
 }
 
@@ -349,8 +362,8 @@ func (t *tx) Machines(licenseID string) ([]*keyward.Machine, error) {
 }
 
 func (t *tx) MachineByFingerprint(licenseID, fingerprint string) (*keyward.Machine, error) {
-	m, err := queryOne(t, keyward.Errorf(keyward.ENotFound, "machine %q of license %s not found", fingerprint, licenseID),
-		scanMachine, `SELECT `+machineCols+` FROM machines WHERE license_id = ? AND fingerprint = ?`, licenseID, fingerprint)
+	m, err := rowOne(keyward.Errorf(keyward.ENotFound, "machine %q of license %s not found", fingerprint, licenseID),
+		scanMachine, t.queryRowHot(t.hot.machineByFingerprint, licenseID, fingerprint))
 	return m, wrap(err, "machine %q of %s", fingerprint, licenseID)
 }
 
@@ -369,8 +382,8 @@ func (t *tx) CreateMachine(m *keyward.Machine) error {
 }
 
 func (t *tx) TouchMachine(id string, at time.Time) error {
-	err := t.execOne(keyward.Errorf(keyward.ENotFound, "machine %s not found", id),
-		`UPDATE machines SET last_seen_at = ? WHERE id = ?`, toNanos(at), id)
+	res, err := t.execHot(t.hot.touchMachine, toNanos(at), id)
+	err = hitOne(res, err, keyward.Errorf(keyward.ENotFound, "machine %s not found", id))
 	return wrap(err, "touch machine %s", id)
 }
 
@@ -421,12 +434,14 @@ func (t *tx) AppendAudit(e *keyward.AuditEntry) error {
 	if err != nil {
 		return wrap(err, "append audit %s", e.Action)
 	}
-	err = t.tx.QueryRowContext(t.ctx, `INSERT INTO audit (`+auditCols+`)
-		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		RETURNING seq`,
+	// seq is the table's rowid, so the new row's rowid is its seq.
+	res, err := t.execHot(t.hot.insertAudit,
 		toNanos(e.Time), e.Actor, e.ActorName, e.Action, e.TargetType, e.TargetID,
 		e.Before, e.After, e.Reason, e.RequestID, nullJSON(e.Details),
-		roles, approvals, e.PolicyVersion, e.Rule).Scan(&e.Seq)
+		roles, approvals, e.PolicyVersion, e.Rule)
+	if err == nil {
+		e.Seq, err = res.LastInsertId()
+	}
 	if constraint(err) == sqlite3.SQLITE_CONSTRAINT_CHECK {
 		return keyward.Errorf(keyward.EInvalid, "audit entry %s: details are not valid JSON", e.Action)
 	}
@@ -462,9 +477,11 @@ func scanEvent(s scanner) (*keyward.Event, error) {
 
 // AppendEvent stores e in the outbox and sets e.Seq.
 func (t *tx) AppendEvent(e *keyward.Event) error {
-	err := t.tx.QueryRowContext(t.ctx, `INSERT INTO outbox (id, type, time, subject, data)
-		VALUES (?, ?, ?, ?, ?) RETURNING seq`,
-		e.ID, e.Type, toNanos(e.Time), e.Subject, nullJSON(e.Data)).Scan(&e.Seq)
+	// seq is the table's rowid (see AppendAudit).
+	res, err := t.execHot(t.hot.insertEvent, e.ID, e.Type, toNanos(e.Time), e.Subject, nullJSON(e.Data))
+	if err == nil {
+		e.Seq, err = res.LastInsertId()
+	}
 	switch constraint(err) {
 	case sqlite3.SQLITE_CONSTRAINT_UNIQUE:
 		return keyward.Errorf(keyward.EConflict, "event %s already exists", e.ID)
