@@ -3,6 +3,7 @@ package authority
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -185,6 +186,10 @@ func (a *Authority) observe(ctx context.Context, r ValidateRequest, e *cacheEntr
 	rule, ok, err := c.MatchAutoSuspend(&lic, key, &u, now)
 	if err != nil {
 		a.logRuleError(pa, e.product.Name, sec, err)
+	} else if !ok && pa.reads.RateMonotone {
+		if r := quietRate(c, &lic, key, u, now); r > u.ValidationsPerMinute {
+			a.abuse.usage.setRateQuiet(id, ob.seq, r)
+		}
 	}
 	if !ok || !a.abuse.usage.begin(id, sec) {
 		return v
@@ -215,6 +220,49 @@ func (a *Authority) observe(ctx context.Context, r ValidateRequest, e *cacheEntr
 	l.State = keyward.LicenseSuspended
 	out.Valid, out.Code, out.Lease, out.License = false, keyward.CodeSuspended, nil, &l
 	return &out
+}
+
+// maxRate is the highest validations_per_minute the counters reach.
+const maxRate = usageWindow * math.MaxUint16
+
+// quietRate returns the highest validations_per_minute up to which the
+// rules c, monotone in it (policy.RateMonotone) and false at u, stay false
+// with every other input as given: one more evaluation at twice the rate
+// (at least 64 more) when they are false there too, else a bisection to
+// the exact threshold (at most 22 evaluations, run only while a license
+// is heading for one). A rule that fails to evaluate gives no bound
+// (u's own rate).
+func quietRate(c *policy.Compiled, l *policy.License, k *policy.Key, u policy.Usage, now time.Time) int {
+	lo := u.ValidationsPerMinute // false here
+	hi := min(maxRate, lo+max(64, lo))
+	if hi <= lo {
+		return lo
+	}
+	probe := func(rate int) (fires, ok bool) {
+		p := u
+		p.ValidationsPerMinute = rate
+		_, fires, err := c.MatchAutoSuspend(l, k, &p, now)
+		return fires, err == nil
+	}
+	fires, ok := probe(hi)
+	if !ok {
+		return lo
+	}
+	if !fires {
+		return hi
+	}
+	for hi-lo > 1 { // false at lo, true at hi
+		mid := lo + (hi-lo)/2
+		if fires, ok = probe(mid); !ok {
+			return u.ValidationsPerMinute
+		}
+		if fires {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return lo
 }
 
 // afterTrip updates the in-memory gates after a suspension transaction and

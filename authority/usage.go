@@ -79,6 +79,12 @@ type licenseUsage struct {
 	evAt      int64 // unix second; 0 = never
 	evVersion int64
 	evUsage   policy.Usage
+	evSeq     uint32 // counts evaluations: a bound set for an older one is dropped
+	// rateQuiet: the rules were found false at this validations_per_minute
+	// with the inputs of evaluation evSeq, and they cannot fire at a lower
+	// rate (policy.RateMonotone): a rate that grows no further does not
+	// reopen the gate. 0 = no such bound.
+	rateQuiet int
 }
 
 type usageShard struct {
@@ -123,6 +129,7 @@ type observation struct {
 type observed struct {
 	usage      policy.Usage // after the validation
 	evaluate   bool         // run the autoSuspend rules now (see due)
+	seq        uint32       // the evaluation's number, for setRateQuiet
 	machines   int          // the cached license.machines
 	machinesAt int64        // when it was read (0 = never)
 }
@@ -135,7 +142,12 @@ type observed struct {
 // on validations_per_minute alone thus fires exactly at thresholds below
 // 256 and at most 1/256 above larger ones (at 602 at the latest for
 // "> 600"); rules that read now, a changed policy, or a falling counter are
-// re-run within evalEvery.
+// re-run within evalEvery. When the rules are provably monotone in the
+// rate (policy.RateMonotone), the evaluation also finds the highest rate
+// up to which they stay false with the same inputs (rateQuiet; abuse.go),
+// and a rate growing no higher does not reopen the gate: the thresholds
+// fire exactly, and a license validated steadily is evaluated about once
+// per evalEvery instead of on most validations.
 const (
 	evalGrowthShift = 8  // grow by 1/256
 	evalEvery       = 10 // seconds
@@ -143,9 +155,12 @@ const (
 
 func (lu *licenseUsage) due(u policy.Usage, o *observation) bool {
 	ev := &lu.evUsage
-	return lu.evAt == 0 || o.now-lu.evAt >= evalEvery || o.version != lu.evVersion ||
+	if lu.evAt == 0 || o.now-lu.evAt >= evalEvery || o.version != lu.evVersion ||
 		u.DistinctFingerprints24h != ev.DistinctFingerprints24h || u.DistinctNetworks24h != ev.DistinctNetworks24h ||
-		u.FailedValidationsInRow != ev.FailedValidationsInRow ||
+		u.FailedValidationsInRow != ev.FailedValidationsInRow {
+		return true
+	}
+	return u.ValidationsPerMinute > lu.rateQuiet &&
 		u.ValidationsPerMinute >= ev.ValidationsPerMinute+max(1, ev.ValidationsPerMinute>>evalGrowthShift)
 }
 
@@ -187,8 +202,9 @@ func (t *usageTracker) observe(id string, o observation) observed {
 	}
 	res := observed{usage: lu.usage(o.now), machines: lu.machines, machinesAt: lu.machinesAt}
 	if o.active && !lu.busy && o.now >= lu.quietUntil && lu.due(res.usage, &o) {
-		res.evaluate = true
-		lu.evAt, lu.evVersion, lu.evUsage = o.now, o.version, res.usage
+		lu.evSeq++
+		res.evaluate, res.seq = true, lu.evSeq
+		lu.evAt, lu.evVersion, lu.evUsage, lu.rateQuiet = o.now, o.version, res.usage, 0
 	}
 	sh.mu.Unlock()
 	return res
@@ -258,6 +274,18 @@ func (t *usageTracker) quiet(id string, until int64) {
 	defer sh.mu.Unlock()
 	if lu := sh.m[id]; lu != nil {
 		lu.quietUntil = max(lu.quietUntil, until)
+	}
+}
+
+// setRateQuiet records that evaluation seq of license id found the rules
+// false up to validations_per_minute rate (see due); a newer evaluation's
+// finding is kept.
+func (t *usageTracker) setRateQuiet(id string, seq uint32, rate int) {
+	sh := t.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if lu := sh.m[id]; lu != nil && lu.evSeq == seq {
+		lu.rateQuiet = rate
 	}
 }
 

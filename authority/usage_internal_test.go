@@ -5,6 +5,10 @@ import (
 	"math"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/policy"
 )
 
 // t0 is an arbitrary unix second (not on a minute or hour boundary).
@@ -281,4 +285,92 @@ func BenchmarkUsageObserve(b *testing.B) {
 			tr.observe("lic_0123456789abcdefghjkmnpqrs", observation{now: t0 + i/100000, source: src, active: true, outcome: outcomeValid})
 		}
 	})
+}
+
+// TestUsageRateQuiet: a bound found by an evaluation keeps a growing rate
+// from reopening the gate up to it, and nothing else.
+func TestUsageRateQuiet(t *testing.T) {
+	tr := newUsageTracker(0)
+	o := observation{now: t0, active: true, version: 1}
+	ob := tr.observe("l1", o)
+	if !ob.evaluate {
+		t.Fatal("first validation: not due")
+	}
+	tr.setRateQuiet("l1", ob.seq, 100)
+	for i := 2; i <= 100; i++ {
+		if ob := tr.observe("l1", o); ob.evaluate {
+			t.Fatalf("evaluated at rate %d below the bound 100", ob.usage.ValidationsPerMinute)
+		}
+	}
+	ob = tr.observe("l1", o)
+	if !ob.evaluate || ob.usage.ValidationsPerMinute != 101 {
+		t.Fatalf("rate %d above the bound: evaluate = %v", ob.usage.ValidationsPerMinute, ob.evaluate)
+	}
+	// A bound from an evaluation that is no longer the last is dropped.
+	tr.setRateQuiet("l1", ob.seq-1, 1000)
+	if ob := tr.observe("l1", o); !ob.evaluate {
+		t.Error("a stale bound was applied")
+	}
+	ob = tr.observe("l1", o)
+	tr.setRateQuiet("l1", ob.seq, 1000)
+	// Below the bound, every other trigger still opens the gate.
+	if ob := tr.observe("l1", observation{now: t0, active: true, version: 1, fingerprint: "m1"}); !ob.evaluate {
+		t.Error("a new fingerprint under the bound: not due")
+	}
+	ob = tr.observe("l1", o)
+	tr.setRateQuiet("l1", ob.seq, 1000)
+	if ob := tr.observe("l1", observation{now: t0, active: true, version: 2}); !ob.evaluate {
+		t.Error("a changed license under the bound: not due")
+	}
+	ob = tr.observe("l1", observation{now: t0, active: true, version: 2})
+	tr.setRateQuiet("l1", ob.seq, 1000)
+	if ob := tr.observe("l1", observation{now: t0 + evalEvery, active: true, version: 2}); !ob.evaluate {
+		t.Error("after evalEvery under the bound: not due")
+	}
+}
+
+// TestQuietRate: the bound is the exact threshold of a rule on the rate,
+// twice the rate (at least 64 more) far from it, and no bound where a rule
+// fails to evaluate.
+func TestQuietRate(t *testing.T) {
+	p := keyward.DefaultPolicy()
+	p.Version = 1
+	p.AutoSuspend = []keyward.PolicyRule{
+		{Name: "burst", When: "usage.validations_per_minute > 600"},
+		{Name: "overflow", When: "usage.validations_per_minute + 9223372036854775000 > 9223372036854775806"}, // errors above 807
+	}
+	c, err := policy.Compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.AutoSuspendReads().RateMonotone {
+		t.Fatal("rules not monotone in the rate")
+	}
+	l := &policy.License{ID: "l1", State: "active"}
+	now := time.Unix(t0, 0)
+	for _, tt := range []struct{ rate, want int }{
+		{0, 64}, {1, 65}, {100, 200}, {300, 600}, {400, 600}, {599, 600}, {600, 600},
+		{700, 700}, // the probe at 1400 fails to evaluate: no bound
+	} {
+		if got := quietRate(c, l, nil, policy.Usage{ValidationsPerMinute: tt.rate}, now); got != tt.want {
+			t.Errorf("quietRate at %d = %d, want %d", tt.rate, got, tt.want)
+		}
+	}
+	// Near the counters' ceiling: the probe stops at maxRate.
+	for _, tt := range []struct {
+		when       string
+		rate, want int
+	}{
+		{"usage.validations_per_minute > 3932000", 3000000, 3932000},
+		{"usage.validations_per_minute > 5000000", 3000000, maxRate},
+		{"usage.validations_per_minute > 5000000", maxRate, maxRate},
+	} {
+		p.AutoSuspend = []keyward.PolicyRule{{Name: "r", When: tt.when}}
+		if c, err = policy.Compile(p); err != nil {
+			t.Fatal(err)
+		}
+		if got := quietRate(c, l, nil, policy.Usage{ValidationsPerMinute: tt.rate}, now); got != tt.want {
+			t.Errorf("%s: quietRate at %d = %d, want %d", tt.when, tt.rate, got, tt.want)
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/operators"
 	"cel.dev/cel-go/interpreter"
 
 	"github.com/keyward/keyward"
@@ -57,6 +58,10 @@ func signalKinds(ks []keyward.SignalKind) []string {
 type AutoSuspendInputs struct {
 	Machines bool // license.machines (a store read)
 	Key      bool // the key variable (the product's active signing key)
+	// RateMonotone: every rule is provably non-decreasing in
+	// usage.validations_per_minute (all else fixed), so rules false at a
+	// rate are false at every lower rate (see RateMonotone).
+	RateMonotone bool
 }
 
 // HasAutoSuspend reports whether the policy has autoSuspend rules.
@@ -77,7 +82,7 @@ func (c *Compiled) SuspendsOnSignal(k keyward.SignalKind) bool {
 // It parses the rules again (once per call: call it once per compiled
 // policy and keep the answer).
 func (c *Compiled) AutoSuspendReads() AutoSuspendInputs {
-	var in AutoSuspendInputs
+	in := AutoSuspendInputs{RateMonotone: true}
 	e, err := newEnv()
 	if err != nil {
 		return AutoSuspendInputs{Machines: true, Key: true} // cannot tell: fetch everything
@@ -90,8 +95,84 @@ func (c *Compiled) AutoSuspendReads() AutoSuspendInputs {
 		m, k := reads(checked.NativeRep())
 		in.Machines = in.Machines || m
 		in.Key = in.Key || k
+		in.RateMonotone = in.RateMonotone && RateMonotone(checked.NativeRep())
 	}
 	return in
+}
+
+// rateField is the usage counter RateMonotone reasons about.
+const rateField = "validations_per_minute"
+
+// RateMonotone reports whether a checked boolean expression is provably
+// non-decreasing in usage.validations_per_minute when every other input
+// is fixed (false < true): if it is false at some rate, it is false at
+// every lower one. The proof is syntactic and conservative: the rate may
+// appear only as usage.validations_per_minute, under &&, ||, !, the
+// branches of ?:, the comparisons <, <=, >, >= and + and -, each on the
+// side that keeps the direction; any other use (==, a function, a macro,
+// the usage variable as a whole) answers false. The validation path uses
+// it to skip re-evaluating rules while a growing rate stays below one
+// they were found false at (authority/usage.go).
+func RateMonotone(a *ast.AST) bool {
+	return rateMonotone(ast.NavigateAST(a), true)
+}
+
+// rateMonotone reports whether e moves with the rate (up) or against it
+// (!up), or does not read it at all.
+func rateMonotone(e ast.NavigableExpr, up bool) bool {
+	if !readsRate(e) {
+		return true
+	}
+	arg := func(x ast.Expr, up bool) bool {
+		n, ok := x.(ast.NavigableExpr)
+		return ok && rateMonotone(n, up)
+	}
+	switch e.Kind() {
+	case ast.SelectKind:
+		s := e.AsSelect()
+		return up && !s.IsTestOnly() && s.FieldName() == rateField &&
+			s.Operand().Kind() == ast.IdentKind && s.Operand().AsIdent() == "usage"
+	case ast.CallKind:
+		c := e.AsCall()
+		if c.IsMemberFunction() {
+			return false
+		}
+		args := c.Args()
+		switch c.FunctionName() {
+		case operators.LogicalAnd, operators.LogicalOr:
+			for _, x := range args {
+				if !arg(x, up) {
+					return false
+				}
+			}
+			return true
+		case operators.LogicalNot:
+			return len(args) == 1 && arg(args[0], !up)
+		case operators.Greater, operators.GreaterEquals, operators.Subtract:
+			return len(args) == 2 && arg(args[0], up) && arg(args[1], !up)
+		case operators.Less, operators.LessEquals:
+			return len(args) == 2 && arg(args[0], !up) && arg(args[1], up)
+		case operators.Add:
+			return len(args) == 2 && arg(args[0], up) && arg(args[1], up)
+		case operators.Conditional:
+			n, ok := args[0].(ast.NavigableExpr)
+			return len(args) == 3 && ok && !readsRate(n) && arg(args[1], up) && arg(args[2], up)
+		}
+	}
+	return false
+}
+
+// readsRate reports whether e may read usage.validations_per_minute: any
+// use of the usage variable but a selection of another of its fields.
+func readsRate(e ast.NavigableExpr) bool {
+	uses := func(x ast.NavigableExpr) bool {
+		if x.Kind() != ast.IdentKind || x.AsIdent() != "usage" {
+			return false
+		}
+		p, ok := x.Parent()
+		return !ok || p.Kind() != ast.SelectKind || p.AsSelect().FieldName() == rateField
+	}
+	return uses(e) || len(ast.MatchDescendants(e, uses)) > 0
 }
 
 // reads reports whether a checked expression reads license.machines (or

@@ -184,11 +184,12 @@ func TestAutoSuspendReads(t *testing.T) {
 		when string
 		want policy.AutoSuspendInputs
 	}{
-		{"usage.validations_per_minute > 600", policy.AutoSuspendInputs{}},
-		{"license.max_machines > 0 && usage.distinct_fingerprints_24h > 5 * license.max_machines", policy.AutoSuspendInputs{}},
-		{"usage.distinct_fingerprints_24h > license.machines + 2", policy.AutoSuspendInputs{Machines: true}},
-		{"has(license.machines) && usage.validations_per_minute > 9", policy.AutoSuspendInputs{Machines: true}},
-		{"usage.distinct_networks_24h > 10 && key.algorithm == 'Ed25519'", policy.AutoSuspendInputs{Key: true}},
+		{"usage.validations_per_minute > 600", policy.AutoSuspendInputs{RateMonotone: true}},
+		{"license.max_machines > 0 && usage.distinct_fingerprints_24h > 5 * license.max_machines", policy.AutoSuspendInputs{RateMonotone: true}},
+		{"usage.distinct_fingerprints_24h > license.machines + 2", policy.AutoSuspendInputs{Machines: true, RateMonotone: true}},
+		{"has(license.machines) && usage.validations_per_minute > 9", policy.AutoSuspendInputs{Machines: true, RateMonotone: true}},
+		{"usage.distinct_networks_24h > 10 && key.algorithm == 'Ed25519'", policy.AutoSuspendInputs{Key: true, RateMonotone: true}},
+		{"usage.validations_per_minute % 600 == 0", policy.AutoSuspendInputs{}},
 	}
 	for _, tt := range tests {
 		c := compiled(t, func(p *keyward.Policy) { p.AutoSuspend = []keyward.PolicyRule{{Name: "r", When: tt.when}} })
@@ -199,8 +200,14 @@ func TestAutoSuspendReads(t *testing.T) {
 	c := compiled(t, func(p *keyward.Policy) {
 		p.AutoSuspend = []keyward.PolicyRule{{Name: "a", When: "usage.validations_per_minute > 600"}, {Name: "b", When: "license.machines > 1 && key.state == 'active' && usage.validations_per_minute > 1"}}
 	})
-	if got := c.AutoSuspendReads(); got != (policy.AutoSuspendInputs{Machines: true, Key: true}) {
+	if got := c.AutoSuspendReads(); got != (policy.AutoSuspendInputs{Machines: true, Key: true, RateMonotone: true}) {
 		t.Errorf("two rules: %+v", got)
+	}
+	c = compiled(t, func(p *keyward.Policy) {
+		p.AutoSuspend = []keyward.PolicyRule{{Name: "a", When: "usage.validations_per_minute > 600"}, {Name: "b", When: "usage.validations_per_minute < 2 && usage.failed_validations_in_row > 5"}}
+	})
+	if got := c.AutoSuspendReads(); got != (policy.AutoSuspendInputs{}) {
+		t.Errorf("one rule not monotone in the rate: %+v", got)
 	}
 }
 
