@@ -3,6 +3,7 @@ package authority
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -32,6 +33,7 @@ type cacheEntry struct {
 	rec     keyward.LicenseKey
 	license keyward.License
 	product keyward.Product
+	touched atomic.Int64 // unix nanoseconds of the last last-seen time this entry buffered (touch.go)
 }
 
 type validationCache struct {

@@ -48,3 +48,40 @@ func TestTouchesAreBuffered(t *testing.T) {
 		t.Errorf("second flush wrote %d", n)
 	}
 }
+
+// TestTouchOncePerMinute: a license validated many times a minute has its
+// last-seen time recorded once a minute (the first validation after a
+// minute without one), never more than a minute behind.
+func TestTouchOncePerMinute(t *testing.T) {
+	f := newFixture(t)
+	f.product(t, "acme")
+	is := f.issue(t, authority.IssueRequest{Product: "acme", Holder: "c", MaxMachines: intp(0)})
+	stored := func() time.Time {
+		t.Helper()
+		if _, err := f.auth.FlushTouches(f.ctx); err != nil {
+			t.Fatal(err)
+		}
+		l, err := f.auth.License(f.ctx, is.License.ID)
+		if err != nil || l.LastValidatedAt == nil {
+			t.Fatalf("license: %v, last_validated_at %v", err, l)
+		}
+		return *l.LastValidatedAt
+	}
+	f.validate(t, string(is.Key), "")
+	first := f.clock.Now()
+	f.validate(t, string(is.Key), "") // fills the cache
+	for range 5 {
+		f.clock.Advance(10 * time.Second)
+		if v := f.validate(t, string(is.Key), ""); !v.Valid || !v.License.LastValidatedAt.Equal(f.clock.Now()) {
+			t.Fatalf("validation answers last_validated_at %v, want now", v.License.LastValidatedAt)
+		}
+	}
+	if got := stored(); !got.Equal(first) {
+		t.Errorf("50 s later: stored %v, want the first validation's %v", got, first)
+	}
+	f.clock.Advance(10 * time.Second)
+	f.validate(t, string(is.Key), "")
+	if got := stored(); !got.Equal(f.clock.Now()) {
+		t.Errorf("a minute later: stored %v, want %v", got, f.clock.Now())
+	}
+}

@@ -103,7 +103,9 @@ func (a *Authority) validate(ctx context.Context, r ValidateRequest) (*Validatio
 	// Valid. Last-seen times go to the in-memory touch buffer (written in
 	// batches by FlushTouches), so a validation without a new machine never
 	// takes the writer lock.
-	a.touches.license(e.license.ID, now)
+	if e.touch(now) {
+		a.touches.license(e.license.ID, now)
+	}
 	v.License.LastValidatedAt = &now
 	if r.Fingerprint == "" {
 		return v, e, now, nil

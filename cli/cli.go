@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 
@@ -76,11 +77,31 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	case errors.As(err, new(usageErr)) || isCobraUsage(err):
 		fmt.Fprintf(stderr, "keyward: %v\n", err)
+		if kid := dashedKID(args[1:]); kid != "" && strings.Contains(err.Error(), "flag") {
+			fmt.Fprintf(stderr, "keyward: the key id %s begins with \"-\", which reads as flags: put \"--\" before it, after the flags (e.g. keyward key show -- %s)\n", kid, kid)
+		}
 		return 2
 	default:
 		fmt.Fprintf(stderr, "keyward: %v\n", err)
 		return 1
 	}
+}
+
+// kidLike matches a key id (a base64url SHA-256 JWK thumbprint, 43
+// characters) that begins with "-", as one in 64 do.
+var kidLike = regexp.MustCompile(`^-[A-Za-z0-9_-]{42}$`)
+
+// dashedKID returns the first argument that is a key id beginning with "-".
+func dashedKID(args []string) string {
+	for _, a := range args {
+		if a == "--" {
+			return ""
+		}
+		if kidLike.MatchString(a) {
+			return a
+		}
+	}
+	return ""
 }
 
 func isCobraUsage(err error) bool {

@@ -233,7 +233,7 @@ func TestEndToEnd(t *testing.T) {
 	h.ok(nil, "verify", "--cert", certPath, "--jwks", jwks2)
 
 	// Compromise the new key: its certificates stop verifying.
-	h.ok(nil, "key", "revoke", rotated.KID, "--reason", "key_compromise")
+	h.ok(nil, "key", "revoke", "--reason", "key_compromise", "--", rotated.KID) // "--": a key id may begin with "-"
 	jwks3 := h.jwksFile("jwks3.json")
 	h.fails("", "verify", "--cert", filepath.Join(dir, "cert2.jwt"), "--jwks", jwks3)
 	// The compromise re-signed it (same claims, the replacement key):
@@ -245,7 +245,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	h.ok(nil, "verify", "--cert", filepath.Join(dir, "cert3.jwt"), "--jwks", jwks3)
 	h.fails("NOT_FOUND", "license", "certificate", "lic_missing")
-	h.fails("ILLEGAL_TRANSITION", "key", "activate", rotated.KID)
+	h.fails("ILLEGAL_TRANSITION", "key", "activate", "--", rotated.KID)
 
 	// Reissue, then revoke: permanent.
 	var re struct{ Key string }

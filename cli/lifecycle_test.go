@@ -29,16 +29,16 @@ func TestLifecycleThroughCLI(t *testing.T) {
 	}
 	active := s.Rings[0].Active
 	var k api.Key
-	h.ok(&k, "key", "show", active)
+	h.ok(&k, "key", "show", "--", active) // "--": a key id may begin with "-"
 	if k.Exposure == nil || k.Exposure.LiveCertificates != 3 {
 		t.Fatalf("key show exposure = %+v, want 3 live certificates", k.Exposure)
 	}
 	// Compromise: the command waits for the server to re-sign everything.
-	out, errs, code := h.run("key", "revoke", active, "--reason", "key_compromise")
+	out, errs, code := h.run("key", "revoke", "--reason", "key_compromise", "--", active)
 	if code != 0 || !strings.Contains(errs, "done, 3 re-signed") {
 		t.Fatalf("key revoke: exit %d\nstdout %s\nstderr %s", code, out, errs)
 	}
-	h.ok(&k, "key", "show", active)
+	h.ok(&k, "key", "show", "--", active) // "--": a key id may begin with "-"
 	if k.State != "compromised" || k.Exposure.LiveCertificates != 0 || k.Exposure.Resign == nil || k.Exposure.Resign.Done != 3 {
 		t.Fatalf("after revoke: %+v exposure %+v", k, k.Exposure)
 	}
@@ -58,5 +58,23 @@ func TestLifecycleThroughCLI(t *testing.T) {
 	h.ok(&rb, "key", "rollback", "--product", "demo", "--justification", "client pins the previous key")
 	if rb.Retired.KID != rot.KID || rb.Activated.State != "active" {
 		t.Fatalf("key rollback = %+v", rb)
+	}
+}
+
+// TestDashedKeyID: one key id in 64 begins with "-"; without "--" it
+// reads as flags, and the error says what to do.
+func TestDashedKeyID(t *testing.T) {
+	const kid = "-_vgvaK635yLVrZAE0pxVybOvSx8WZN9IA4LULK-wwQ"
+	_, errs, code := runCLI("key", "show", kid)
+	if code != 2 || !strings.Contains(errs, `put "--" before it`) || !strings.Contains(errs, "keyward key show -- "+kid) {
+		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+	_, errs, code = runCLI("key", "revoke", kid, "--reason", "key_compromise")
+	if code != 2 || !strings.Contains(errs, `put "--" before it`) {
+		t.Errorf("revoke: exit %d, stderr %q", code, errs)
+	}
+	// An ordinary unknown flag gets no such hint.
+	if _, errs, code = runCLI("key", "show", "--bogus"); code != 2 || strings.Contains(errs, "before it") {
+		t.Errorf("unknown flag: exit %d, stderr %q", code, errs)
 	}
 }
