@@ -263,7 +263,7 @@ func (a *Authority) resignAndPut(tx store.Tx, signer keys.Signer, cs []*store.Ce
 				return nil, err
 			}
 		}
-		if err := tx.PutCertificates(out[lo:hi]); err != nil {
+		if err := tx.ResignCertificates(out[lo:hi]); err != nil {
 			stop.Store(true)
 			return nil, err
 		}

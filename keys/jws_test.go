@@ -370,3 +370,25 @@ func TestResignJWS(t *testing.T) {
 		}
 	}
 }
+
+// TestResignJWSMangled: ResignJWS refuses exactly the tokens ParseJWS
+// refuses, for every byte flipped and every cut of a valid token.
+func TestResignJWSMangled(t *testing.T) {
+	k := mustGenerate(t, keys.Ed25519)
+	tok := mustSignJWS(t, k, "license+jwt", []byte(`{"sub":"lic_1","jti":"crt_1","exp":2}`))
+	check := func(s string) {
+		_, perr := keys.ParseJWS(s)
+		_, rerr := keys.ResignJWS(k, s)
+		if (perr == nil) != (rerr == nil) {
+			t.Errorf("ResignJWS(%q) = %v, ParseJWS = %v", s, rerr, perr)
+		}
+	}
+	for i := range len(tok) {
+		check(tok[:i])
+		for _, x := range []byte{1, 0x20, 0x80} {
+			b := []byte(tok)
+			b[i] ^= x
+			check(string(b))
+		}
+	}
+}

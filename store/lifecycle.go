@@ -89,6 +89,13 @@ type LifecycleTx interface {
 	// PutCertificates stores each certificate as its license's current
 	// one, replacing the previous. ENotFound if a license is missing.
 	PutCertificates(cs []*Certificate) error
+	// ResignCertificates stores re-signed certificates as their licenses'
+	// current ones, writing only the new kid and the token's header and
+	// signature segments (Token's first and last): each c MUST be its
+	// license's current certificate with the same payload segment, jti and
+	// times, signed again (keys.ResignJWS). ENotFound if a license has no
+	// certificate; EInvalid if a Token is not a JWS.
+	ResignCertificates(cs []*Certificate) error
 	// Certificate returns a license's current certificate, or ENotFound.
 	Certificate(licenseID string) (*Certificate, error)
 	// Certificates returns the current certificates matching f.

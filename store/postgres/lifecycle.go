@@ -50,23 +50,42 @@ func (t *tx) Steps(kind, target string, n int) ([]*store.Step, error) {
 	return ss, wrap(err, "steps")
 }
 
-// Current certificates.
+// Current certificates: license_certificates holds each certificate as
+// checked out, certificate_signatures its current kid and, once re-signed,
+// the header and signature that replace the token's (migration 0010).
 
 const certCols = `license_id, product_id, kid, jti, issued_at, expires_at, token`
+
+// certSelect reads certificates as scanCertificate scans them.
+const certSelect = `SELECT c.license_id, c.product_id, s.kid, c.jti, c.issued_at, c.expires_at, c.token, s.header_b64, s.signature_b64
+	FROM certificate_signatures s JOIN license_certificates c ON c.license_id = s.license_id`
 
 func scanCertificate(s scanner) (*store.Certificate, error) {
 	var c store.Certificate
 	var issued, expires int64
-	if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token); err != nil {
+	var header, sig *string
+	if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token, &header, &sig); err != nil {
 		return nil, err
 	}
 	c.IssuedAt, c.ExpiresAt = fromNanos(issued), fromNanos(expires)
+	c.Token = resignedToken(c.Token, header, sig)
 	return &c, nil
 }
 
-// PutCertificates upserts every certificate in one statement over arrays.
-// A license named twice keeps the last certificate given for it, as
-// upserting them one by one would.
+// resignedToken is token with its header and signature segments replaced
+// by header and sig, if the certificate was re-signed (both non-NULL).
+func resignedToken(token string, header, sig *string) string {
+	i, j := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
+	if header == nil || sig == nil || i < 0 || j <= i {
+		return token
+	}
+	return *header + token[i:j+1] + *sig
+}
+
+// PutCertificates upserts every certificate, and its signature row (the
+// token is as signed), in one statement over arrays. A license named twice
+// keeps the last certificate given for it, as upserting them one by one
+// would.
 func (t *tx) PutCertificates(cs []*store.Certificate) error {
 	if len(cs) == 0 {
 		return nil
@@ -84,10 +103,15 @@ func (t *tx) PutCertificates(cs []*store.Certificate) error {
 		lic, prod, kid, jti, tok = append(lic, c.LicenseID), append(prod, c.ProductID), append(kid, c.KID), append(jti, c.JTI), append(tok, c.Token)
 		issued, expires = append(issued, toNanos(c.IssuedAt)), append(expires, toNanos(c.ExpiresAt))
 	}
-	_, err := t.exec(`INSERT INTO license_certificates (`+certCols+`)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[])
-		ON CONFLICT (license_id) DO UPDATE SET product_id = excluded.product_id, kid = excluded.kid,
-			jti = excluded.jti, issued_at = excluded.issued_at, expires_at = excluded.expires_at, token = excluded.token`,
+	_, err := t.exec(`WITH certs AS (
+			INSERT INTO license_certificates (`+certCols+`)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[])
+			ON CONFLICT (license_id) DO UPDATE SET product_id = excluded.product_id, kid = excluded.kid,
+				jti = excluded.jti, issued_at = excluded.issued_at, expires_at = excluded.expires_at, token = excluded.token
+			RETURNING license_id, kid, expires_at)
+		INSERT INTO certificate_signatures (license_id, kid, expires_at) SELECT * FROM certs
+		ON CONFLICT (license_id) DO UPDATE SET kid = excluded.kid, expires_at = excluded.expires_at,
+			header_b64 = NULL, signature_b64 = NULL`,
 		lic, prod, kid, jti, issued, expires, tok)
 	if code, _ := violation(err); code == fkViolation {
 		return keyward.Errorf(keyward.ENotFound, "license of a certificate not found")
@@ -95,31 +119,63 @@ func (t *tx) PutCertificates(cs []*store.Certificate) error {
 	return wrap(err, "put certificates")
 }
 
+// ResignCertificates updates the signature rows of cs in one statement
+// over arrays; the last of a license named twice wins.
+func (t *tx) ResignCertificates(cs []*store.Certificate) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	last := make(map[string]int, len(cs))
+	for i, c := range cs {
+		last[c.LicenseID] = i
+	}
+	var lic, kid, header, sig []string
+	for i, c := range cs {
+		if last[c.LicenseID] != i {
+			continue
+		}
+		a, b := strings.IndexByte(c.Token, '.'), strings.LastIndexByte(c.Token, '.')
+		if a < 0 || b <= a {
+			return keyward.Errorf(keyward.EInvalid, "re-signed certificate %s: not a JWS", c.JTI)
+		}
+		lic, kid, header, sig = append(lic, c.LicenseID), append(kid, c.KID), append(header, c.Token[:a]), append(sig, c.Token[b+1:])
+	}
+	tag, err := t.exec(`UPDATE certificate_signatures s SET kid = u.kid, header_b64 = u.header, signature_b64 = u.sig
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u (license_id, kid, header, sig)
+		WHERE s.license_id = u.license_id`, lic, kid, header, sig)
+	if err != nil {
+		return wrap(err, "re-sign certificates")
+	}
+	if n := tag.RowsAffected(); n != int64(len(lic)) {
+		return keyward.Errorf(keyward.ENotFound, "re-sign certificates: %d of %d licenses have no certificate", int64(len(lic))-n, len(lic))
+	}
+	return nil
+}
+
 func (t *tx) Certificate(licenseID string) (*store.Certificate, error) {
 	c, err := queryOne(t, keyward.Errorf(keyward.ENotFound, "license %s has no certificate", licenseID), scanCertificate,
-		`SELECT `+certCols+` FROM license_certificates WHERE license_id = $1`, licenseID)
+		certSelect+` WHERE s.license_id = $1`, licenseID)
 	return c, wrap(err, "certificate of %s", licenseID)
 }
 
 func certWhere(f store.CertificateFilter, cursor bool) where {
 	var w where
-	w.add(f.KID != "", "c.kid = ?", f.KID)
-	w.add(!f.LiveAt.IsZero(), "c.expires_at > ?", toNanos(f.LiveAt))
-	w.add(f.ActiveOnly, "EXISTS (SELECT 1 FROM licenses l WHERE l.id = c.license_id AND l.state = 'active')")
-	w.add(cursor && f.AfterLicense != "", "c.license_id > ?", f.AfterLicense)
+	w.add(f.KID != "", "s.kid = ?", f.KID)
+	w.add(!f.LiveAt.IsZero(), "s.expires_at > ?", toNanos(f.LiveAt))
+	w.add(f.ActiveOnly, "EXISTS (SELECT 1 FROM licenses l WHERE l.id = s.license_id AND l.state = 'active')")
+	w.add(cursor && f.AfterLicense != "", "s.license_id > ?", f.AfterLicense)
 	return w
 }
 
 func (t *tx) Certificates(f store.CertificateFilter) ([]*store.Certificate, error) {
 	w := certWhere(f, true)
-	cs, err := queryAll(t, scanCertificate, `SELECT `+prefixCols("c.", certCols)+` FROM license_certificates c`+w.String()+
-		` ORDER BY c.license_id`+limit(f.Limit), w.args...)
+	cs, err := queryAll(t, scanCertificate, certSelect+w.String()+` ORDER BY s.license_id`+limit(f.Limit), w.args...)
 	return cs, wrap(err, "certificates")
 }
 
 func (t *tx) CountCertificates(f store.CertificateFilter) (int, error) {
 	w := certWhere(f, false)
-	n, err := t.queryInt64(`SELECT count(*) FROM license_certificates c`+w.String(), w.args...)
+	n, err := t.queryInt64(`SELECT count(*) FROM certificate_signatures s`+w.String(), w.args...)
 	return int(n), wrap(err, "count certificates")
 }
 
@@ -131,14 +187,17 @@ func (t *tx) ResignCandidates(kid string, now time.Time, after string, n int) ([
 	cs, err := queryAll(t, func(s scanner) (*store.ResignCandidate, error) {
 		var c store.ResignCandidate
 		var issued, expires int64
-		if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token, &c.Eligible); err != nil {
+		var header, sig *string
+		if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token, &header, &sig, &c.Eligible); err != nil {
 			return nil, err
 		}
 		c.IssuedAt, c.ExpiresAt = fromNanos(issued), fromNanos(expires)
+		c.Token = resignedToken(c.Token, header, sig)
 		return &c, nil
-	}, `SELECT `+prefixCols("c.", certCols)+`, l.state = 'active' AND (l.expires_at IS NULL OR l.expires_at > $1)
-		FROM license_certificates c JOIN licenses l ON l.id = c.license_id
-		WHERE c.kid = $2 AND c.expires_at > $1 AND c.license_id > $3 ORDER BY c.license_id LIMIT $4`, at, kid, after, n)
+	}, `SELECT c.license_id, c.product_id, s.kid, c.jti, c.issued_at, c.expires_at, c.token, s.header_b64, s.signature_b64,
+			l.state = 'active' AND (l.expires_at IS NULL OR l.expires_at > $1)
+		FROM certificate_signatures s JOIN license_certificates c ON c.license_id = s.license_id JOIN licenses l ON l.id = s.license_id
+		WHERE s.kid = $2 AND s.expires_at > $1 AND s.license_id > $3 ORDER BY s.license_id LIMIT $4`, at, kid, after, n)
 	return cs, wrap(err, "re-sign candidates of %s", kid)
 }
 

@@ -52,34 +52,46 @@ func (t *tx) Steps(kind, target string, n int) ([]*store.Step, error) {
 	return ss, wrap(err, "steps")
 }
 
-// Current certificates.
+// Current certificates: license_certificates holds each certificate as
+// checked out, certificate_signatures its current kid and, once re-signed,
+// the header and signature that replace the token's (migration 0010).
 
 const certCols = `license_id, product_id, kid, jti, issued_at, expires_at, token`
+
+// certSelect reads certificates as scanCertificate scans them.
+const certSelect = `SELECT c.license_id, c.product_id, s.kid, c.jti, c.issued_at, c.expires_at, c.token, s.header_b64, s.signature_b64
+	FROM certificate_signatures s JOIN license_certificates c ON c.license_id = s.license_id`
 
 func scanCertificate(s scanner) (*store.Certificate, error) {
 	var c store.Certificate
 	var issued, expires int64
-	if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token); err != nil {
+	var header, sig sql.Null[string]
+	if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token, &header, &sig); err != nil {
 		return nil, err
 	}
 	c.IssuedAt, c.ExpiresAt = fromNanos(issued), fromNanos(expires)
+	c.Token = resignedToken(c.Token, header, sig)
 	return &c, nil
+}
+
+// resignedToken is token with its header and signature segments replaced
+// by header and sig, if the certificate was re-signed (both non-NULL).
+func resignedToken(token string, header, sig sql.Null[string]) string {
+	i, j := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
+	if !header.Valid || !sig.Valid || i < 0 || j <= i {
+		return token
+	}
+	return header.V + token[i:j+1] + sig.V
 }
 
 // certChunk bounds the rows of one multi-row upsert (7 parameters each,
 // far below SQLite's parameter limit).
 const certChunk = 128
 
-// PutCertificates upserts in chunks: one statement per chunk instead of
-// one per certificate, which is what makes bulk re-signing cheap. The
-// statement of a full chunk is prepared once per call.
+// PutCertificates upserts in chunks, one statement per chunk and table
+// instead of one per certificate: the certificates as signed, and their
+// signature rows (the current kid; not re-signed).
 func (t *tx) PutCertificates(cs []*store.Certificate) error {
-	var full *sql.Stmt
-	defer func() {
-		if full != nil {
-			full.Close()
-		}
-	}()
 	for len(cs) > 0 {
 		n := min(len(cs), certChunk)
 		chunk := cs[:n]
@@ -88,17 +100,13 @@ func (t *tx) PutCertificates(cs []*store.Certificate) error {
 		for _, c := range chunk {
 			args = append(args, c.LicenseID, c.ProductID, c.KID, c.JTI, toNanos(c.IssuedAt), toNanos(c.ExpiresAt), c.Token)
 		}
-		var err error
-		switch {
-		case n == certChunk && full == nil:
-			if full, err = t.tx.PrepareContext(t.ctx, putCertsQuery(n)); err != nil {
-				return wrap(err, "put certificates")
+		_, err := t.exec(putCertsQuery(n), args...)
+		if err == nil {
+			args = args[:0]
+			for _, c := range chunk {
+				args = append(args, c.LicenseID, c.KID, toNanos(c.ExpiresAt))
 			}
-			fallthrough
-		case n == certChunk:
-			_, err = full.ExecContext(t.ctx, args...)
-		default:
-			_, err = t.exec(putCertsQuery(n), args...)
+			_, err = t.exec(putSignaturesQuery(n), args...)
 		}
 		if constraint(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY {
 			return keyward.Errorf(keyward.ENotFound, "license of certificate %s not found", chunk[0].JTI)
@@ -112,40 +120,103 @@ func (t *tx) PutCertificates(cs []*store.Certificate) error {
 
 // putCertsQuery is the upsert of n certificates.
 func putCertsQuery(n int) string {
-	var q strings.Builder
-	q.WriteString(`INSERT INTO license_certificates (` + certCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)`)
-	q.WriteString(strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", n-1))
-	q.WriteString(` ON CONFLICT (license_id) DO UPDATE SET product_id = excluded.product_id, kid = excluded.kid,
-		jti = excluded.jti, issued_at = excluded.issued_at, expires_at = excluded.expires_at, token = excluded.token`)
-	return q.String()
+	return `INSERT INTO license_certificates (` + certCols + `) VALUES (?, ?, ?, ?, ?, ?, ?)` +
+		strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", n-1) +
+		` ON CONFLICT (license_id) DO UPDATE SET product_id = excluded.product_id, kid = excluded.kid,
+		jti = excluded.jti, issued_at = excluded.issued_at, expires_at = excluded.expires_at, token = excluded.token`
+}
+
+// putSignaturesQuery is the upsert of the signature rows of n certificates
+// just put: their token is as signed.
+func putSignaturesQuery(n int) string {
+	return `INSERT INTO certificate_signatures (license_id, kid, expires_at) VALUES (?, ?, ?)` + strings.Repeat(", (?, ?, ?)", n-1) +
+		` ON CONFLICT (license_id) DO UPDATE SET kid = excluded.kid, expires_at = excluded.expires_at, header_b64 = NULL, signature_b64 = NULL`
+}
+
+// resignChunks are the sizes of the prepared upserts ResignCertificates
+// splits its certificates into (stmts.go): 500 = 3×128 + 3×32 + 2×8 + 4×1.
+var resignChunks = [...]int{128, 32, 8, 1}
+
+// resignQuery is the update of the signature rows of n re-signed
+// certificates: an upsert, so that a license without a certificate fails
+// its foreign key instead of being skipped.
+func resignQuery(n int) string {
+	return `INSERT INTO certificate_signatures (license_id, kid, expires_at, header_b64, signature_b64) VALUES (?, ?, ?, ?, ?)` +
+		strings.Repeat(", (?, ?, ?, ?, ?)", n-1) +
+		` ON CONFLICT (license_id) DO UPDATE SET kid = excluded.kid, header_b64 = excluded.header_b64, signature_b64 = excluded.signature_b64`
+}
+
+// resignQueries returns the queries of the re-sign statements, for hotStmts.
+func (s *hotStmts) resignQueries() []struct {
+	dst **sql.Stmt
+	q   string
+} {
+	qs := make([]struct {
+		dst **sql.Stmt
+		q   string
+	}, len(resignChunks))
+	for k, n := range resignChunks {
+		qs[k].dst, qs[k].q = &s.resign[k], resignQuery(n)
+	}
+	return qs
+}
+
+// ResignCertificates writes the narrow signature rows only, in chunks of
+// statements prepared once per connection pool: through the pure-Go
+// driver, parsing a 128-row statement cost more than running it.
+func (t *tx) ResignCertificates(cs []*store.Certificate) error {
+	args := make([]any, 0, 5*resignChunks[0])
+	for len(cs) > 0 {
+		k := 0
+		for resignChunks[k] > len(cs) {
+			k++
+		}
+		n := resignChunks[k]
+		args = args[:0]
+		for _, c := range cs[:n] {
+			i, j := strings.IndexByte(c.Token, '.'), strings.LastIndexByte(c.Token, '.')
+			if i < 0 || j <= i {
+				return keyward.Errorf(keyward.EInvalid, "re-signed certificate %s: not a JWS", c.JTI)
+			}
+			args = append(args, c.LicenseID, c.KID, toNanos(c.ExpiresAt), c.Token[:i], c.Token[j+1:])
+		}
+		_, err := t.execHot(t.hot.resign[k], args...)
+		if constraint(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY {
+			return keyward.Errorf(keyward.ENotFound, "license of re-signed certificate %s has no certificate", cs[0].JTI)
+		}
+		if err != nil {
+			return wrap(err, "re-sign certificates")
+		}
+		cs = cs[n:]
+	}
+	return nil
 }
 
 func (t *tx) Certificate(licenseID string) (*store.Certificate, error) {
 	c, err := queryOne(t, keyward.Errorf(keyward.ENotFound, "license %s has no certificate", licenseID), scanCertificate,
-		`SELECT `+certCols+` FROM license_certificates WHERE license_id = ?`, licenseID)
+		certSelect+` WHERE s.license_id = ?`, licenseID)
 	return c, wrap(err, "certificate of %s", licenseID)
 }
 
 func certWhere(f store.CertificateFilter, cursor bool) where {
 	var w where
-	w.add(f.KID != "", "c.kid = ?", f.KID)
-	w.add(!f.LiveAt.IsZero(), "c.expires_at > ?", toNanos(f.LiveAt))
-	w.add(f.ActiveOnly, "EXISTS (SELECT 1 FROM licenses l WHERE l.id = c.license_id AND l.state = 'active')")
-	w.add(cursor && f.AfterLicense != "", "c.license_id > ?", f.AfterLicense)
+	w.add(f.KID != "", "s.kid = ?", f.KID)
+	w.add(!f.LiveAt.IsZero(), "s.expires_at > ?", toNanos(f.LiveAt))
+	w.add(f.ActiveOnly, "EXISTS (SELECT 1 FROM licenses l WHERE l.id = s.license_id AND l.state = 'active')")
+	w.add(cursor && f.AfterLicense != "", "s.license_id > ?", f.AfterLicense)
 	return w
 }
 
 func (t *tx) Certificates(f store.CertificateFilter) ([]*store.Certificate, error) {
 	w := certWhere(f, true)
-	cs, err := queryAll(t, scanCertificate, `SELECT `+prefixCols("c.", certCols)+` FROM license_certificates c`+w.String()+
-		` ORDER BY c.license_id`+limit(f.Limit), w.args...)
+	cs, err := queryAll(t, scanCertificate, certSelect+w.String()+` ORDER BY s.license_id`+limit(f.Limit), w.args...)
 	return cs, wrap(err, "certificates")
 }
 
 func (t *tx) CountCertificates(f store.CertificateFilter) (int, error) {
 	w := certWhere(f, false)
 	var n int
-	err := t.tx.QueryRowContext(t.ctx, `SELECT count(*) FROM license_certificates c`+w.String(), w.args...).Scan(&n)
+	err := t.tx.QueryRowContext(t.ctx, `SELECT count(*) FROM certificate_signatures s`+w.String(), w.args...).Scan(&n)
 	return n, wrap(err, "count certificates")
 }
 
@@ -157,14 +228,17 @@ func (t *tx) ResignCandidates(kid string, now time.Time, after string, n int) ([
 	cs, err := queryAll(t, func(s scanner) (*store.ResignCandidate, error) {
 		var c store.ResignCandidate
 		var issued, expires int64
-		if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token, &c.Eligible); err != nil {
+		var header, sig sql.Null[string]
+		if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token, &header, &sig, &c.Eligible); err != nil {
 			return nil, err
 		}
 		c.IssuedAt, c.ExpiresAt = fromNanos(issued), fromNanos(expires)
+		c.Token = resignedToken(c.Token, header, sig)
 		return &c, nil
-	}, `SELECT `+prefixCols("c.", certCols)+`, l.state = 'active' AND (l.expires_at IS NULL OR l.expires_at > ?)
-		FROM license_certificates c JOIN licenses l ON l.id = c.license_id
-		WHERE c.kid = ? AND c.expires_at > ? AND c.license_id > ? ORDER BY c.license_id LIMIT ?`, at, kid, at, after, n)
+	}, `SELECT c.license_id, c.product_id, s.kid, c.jti, c.issued_at, c.expires_at, c.token, s.header_b64, s.signature_b64,
+			l.state = 'active' AND (l.expires_at IS NULL OR l.expires_at > ?)
+		FROM certificate_signatures s JOIN license_certificates c ON c.license_id = s.license_id JOIN licenses l ON l.id = s.license_id
+		WHERE s.kid = ? AND s.expires_at > ? AND s.license_id > ? ORDER BY s.license_id LIMIT ?`, at, kid, at, after, n)
 	return cs, wrap(err, "re-sign candidates of %s", kid)
 }
 

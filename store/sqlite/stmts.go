@@ -20,6 +20,9 @@ type hotStmts struct {
 	insertLicense, insertLicenseKey, insertAudit, insertEvent *sql.Stmt
 	touchLicense, touchMachine                                *sql.Stmt
 	license, licenseKeyByHash, product, machineByFingerprint  *sql.Stmt
+
+	// Narrow upserts of re-signed certificates, by resignChunks size (lifecycle.go).
+	resign [len(resignChunks)]*sql.Stmt
 }
 
 func prepareHot(ctx context.Context, db *sql.DB) (*hotStmts, error) {
@@ -39,7 +42,7 @@ func (s *hotStmts) queries() []struct {
 	dst **sql.Stmt
 	q   string
 } {
-	return []struct {
+	return append([]struct {
 		dst **sql.Stmt
 		q   string
 	}{
@@ -57,7 +60,7 @@ func (s *hotStmts) queries() []struct {
 		{&s.licenseKeyByHash, `SELECT ` + licenseKeyCols + ` FROM license_keys WHERE hash = ?`},
 		{&s.product, `SELECT ` + productCols + ` FROM products WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1`},
 		{&s.machineByFingerprint, `SELECT ` + machineCols + ` FROM machines WHERE license_id = ? AND fingerprint = ?`},
-	}
+	}, s.resignQueries()...)
 }
 
 func (s *hotStmts) close() error {

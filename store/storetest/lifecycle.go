@@ -23,6 +23,7 @@ func runLifecycle(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Certificates/RoundTrip", testCertificatesRoundTrip},
 		{"Certificates/Filter", testCertificatesFilter},
 		{"Certificates/ResignCandidates", testResignCandidates},
+		{"Certificates/Resign", testResignCertificates},
 		{"Certificates/ErrNotFound", testCertificatesNotFound},
 		{"ResignJobs/RoundTrip", testResignJobsRoundTrip},
 		{"Cursors", testCursors},
@@ -312,4 +313,77 @@ func testLicensesExpiringBefore(t *testing.T, s store.Store) {
 	wantList(t, "LicensesExpiringBefore(1d), strictly before", got, nil)
 	got = get(t, s, func(tx store.Tx) ([]*keyward.License, error) { return tx.LicensesExpiringBefore(at(30*day), "l1", 1) })
 	wantList(t, "LicensesExpiringBefore(30d, after l1, limit 1)", got, []*keyward.License{ls[1]})
+}
+
+// testResignCertificates: a re-signed certificate is read back with the new
+// kid, header and signature around the stored payload, counts and filters
+// under the new kid, is re-signed again from there, and is reset by a put.
+func testResignCertificates(t *testing.T, s store.Store) {
+	withLicenses(t, s, 3)
+	c1, c2 := newCert("l1", "k1", 30*day), newCert("l2", "k1", 30*day)
+	update(t, s, func(tx store.Tx) error { return tx.PutCertificates([]*store.Certificate{c1, c2}) })
+	resigned := func(c *store.Certificate, kid string) *store.Certificate {
+		r := *c
+		r.KID, r.Token = kid, "h"+kid+".p"+c.LicenseID+".s"+kid
+		return &r
+	}
+	r1 := resigned(c1, "k2")
+	update(t, s, func(tx store.Tx) error {
+		return tx.PutCertificates([]*store.Certificate{{
+			LicenseID: "l1", ProductID: "p1", KID: "k1", JTI: c1.JTI, IssuedAt: c1.IssuedAt, ExpiresAt: c1.ExpiresAt, Token: "h.pl1.s",
+		}})
+	})
+	update(t, s, func(tx store.Tx) error { return tx.ResignCertificates([]*store.Certificate{r1}) })
+	r1.Token = "hk2.pl1.sk2"
+	wantEqual(t, "Certificate(l1) re-signed", get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("l1") }), r1)
+	if n := get(t, s, func(tx store.Tx) (int, error) { return tx.CountCertificates(store.CertificateFilter{KID: "k1"}) }); n != 1 {
+		t.Errorf("CountCertificates(k1) = %d, want 1", n)
+	}
+	wantList(t, "Certificates(k2)", get(t, s, func(tx store.Tx) ([]*store.Certificate, error) {
+		return tx.Certificates(store.CertificateFilter{KID: "k2"})
+	}), []*store.Certificate{r1})
+	cands := get(t, s, func(tx store.Tx) ([]*store.ResignCandidate, error) { return tx.ResignCandidates("k2", at(0), "", 10) })
+	if len(cands) != 1 {
+		t.Fatalf("ResignCandidates(k2) = %d candidates, want 1", len(cands))
+	}
+	wantEqual(t, "ResignCandidates(k2)", &cands[0].Certificate, r1)
+	// Re-signed again: the payload is still the checked-out one.
+	r1b := resigned(r1, "k3")
+	r1b.Token = "hk3.pl1.sk3"
+	update(t, s, func(tx store.Tx) error { return tx.ResignCertificates([]*store.Certificate{r1b}) })
+	wantEqual(t, "Certificate(l1) re-signed twice", get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("l1") }), r1b)
+	// A checkout replaces the re-signed certificate.
+	c1c := newCert("l1", "k4", 40*day)
+	update(t, s, func(tx store.Tx) error { return tx.PutCertificates([]*store.Certificate{c1c}) })
+	wantEqual(t, "Certificate(l1) put after re-sign", get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("l1") }), c1c)
+	wantEqual(t, "Certificate(l2) untouched", get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("l2") }), c2)
+	// More than one statement's worth, and a remainder.
+	var many, again []*store.Certificate
+	update(t, s, func(tx store.Tx) error {
+		for i := range 300 {
+			l := newLicense(fmt.Sprintf("m%03d", i), "p1")
+			if err := tx.CreateLicense(l); err != nil {
+				return err
+			}
+			many = append(many, newCert(l.ID, "k5", day))
+			again = append(again, resigned(many[i], "k6"))
+		}
+		return tx.PutCertificates(many)
+	})
+	update(t, s, func(tx store.Tx) error { return tx.ResignCertificates(again[:299]) })
+	if n := get(t, s, func(tx store.Tx) (int, error) { return tx.CountCertificates(store.CertificateFilter{KID: "k6"}) }); n != 299 {
+		t.Errorf("CountCertificates(k6) = %d, want 299", n)
+	}
+	got := get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("m298") })
+	if want := "hk6.m298.sk6"; got.Token != want || got.KID != "k6" {
+		t.Errorf("Certificate(m298) = %s %q, want k6 %q", got.KID, got.Token, want)
+	}
+	wantCode(t, "ResignCertificates(no certificate)", updateErr(t, s, func(tx store.Tx) error {
+		return tx.ResignCertificates([]*store.Certificate{resigned(newCert("l3", "k1", day), "k2")})
+	}), keyward.ENotFound)
+	wantCode(t, "ResignCertificates(not a JWS)", updateErr(t, s, func(tx store.Tx) error {
+		r := resigned(c2, "k2")
+		r.Token = "nodots"
+		return tx.ResignCertificates([]*store.Certificate{r})
+	}), keyward.EInvalid)
 }
