@@ -715,3 +715,36 @@ func TestAppendRefusesAfterTampering(t *testing.T) {
 		t.Fatalf("Append after losing checkpointed hashes = %v, want a TamperError", err)
 	}
 }
+
+// TestAppendAll checks that batches appended with AppendAll, after entries
+// appended without hashes (the slow path) and between single appends,
+// make a log that verifies, and that AppendAll refuses a tampered tree.
+func TestAppendAll(t *testing.T) {
+	e := newLog(t, mustRFCKey(t))
+	batch := func(first, last int) []*keyward.AuditEntry {
+		var es []*keyward.AuditEntry
+		for i := first; i <= last; i++ {
+			es = append(es, entry(i))
+		}
+		return es
+	}
+	e.append(1, 2)
+	e.update(func(tx store.Tx) error { return audit.AppendAll(tx, batch(3, 70)) })
+	e.update(func(tx store.Tx) error { return tx.AppendAudits(batch(71, 75)) }) // stragglers
+	e.update(func(tx store.Tx) error { return audit.AppendAll(tx, batch(76, 200)) })
+	e.append(201, 201)
+	c := e.mustSign()
+	if c.Size != 201 {
+		t.Fatalf("checkpoint size %d, want 201", c.Size)
+	}
+	if err := e.verify(c); err != nil {
+		t.Fatalf("VerifyLog = %v", err)
+	}
+
+	e.exec(`DELETE FROM audit WHERE seq > 150`)
+	err := e.st.Update(t.Context(), func(tx store.Tx) error { return audit.AppendAll(tx, batch(202, 210)) })
+	var te *audit.TamperError
+	if !errors.As(err, &te) {
+		t.Fatalf("AppendAll after truncation = %v, want a TamperError", err)
+	}
+}

@@ -21,21 +21,51 @@ import (
 // that are not JSON or text that is not UTF-8; a *TamperError if the tree
 // in the store does not fit the entries.
 func Append(tx store.Tx, e *keyward.AuditEntry) error {
-	if err := normalize(e); err != nil {
-		return err
+	return appendAll(tx, []*keyward.AuditEntry{e})
+}
+
+// AppendAll appends es, in order, as Append appends each, with few
+// statements (tx.AppendAudits, one AppendAuditHashes): they get
+// consecutive seqs, and the tree hashes of all of them are stored in the
+// same transaction.
+func AppendAll(tx store.Tx, es []*keyward.AuditEntry) error {
+	return appendAll(tx, es)
+}
+
+func appendAll(tx store.Tx, es []*keyward.AuditEntry) error {
+	if len(es) == 0 {
+		return nil
 	}
-	if err := tx.AppendAudit(e); err != nil {
-		return err
+	for _, e := range es {
+		if err := normalize(e); err != nil {
+			return err
+		}
 	}
-	leaf, err := encode(e, e.Details)
+	var err error
+	if len(es) == 1 {
+		err = tx.AppendAudit(es[0])
+	} else {
+		err = tx.AppendAudits(es)
+	}
 	if err != nil {
 		return err
+	}
+	hs := make([]tlog.Hash, len(es))
+	for i, e := range es {
+		if e.Seq != es[0].Seq+int64(i) {
+			return fmt.Errorf("audit: the store numbered entry %d of a batch %d after %d", i+1, e.Seq, es[0].Seq)
+		}
+		leaf, err := encode(e, e.Details)
+		if err != nil {
+			return err
+		}
+		hs[i] = tlog.RecordHash(leaf)
 	}
 	// Fast path: the tree holds every earlier entry, so the store takes
 	// the new hashes at once. Anything else (a straggler, tampering) shows
 	// as a missing hash or a refused append, and takes the slow path.
-	n, h := e.Seq-1, tlog.RecordHash(leaf)
-	err = storeLeaf(tx, n, h)
+	n := es[0].Seq - 1
+	err = storeLeaves(tx, n, hs)
 	if err == nil {
 		return nil
 	}
@@ -47,7 +77,7 @@ func Append(tx store.Tx, e *keyward.AuditEntry) error {
 		return err
 	}
 	if hashed > n {
-		return &TamperError{Seq: e.Seq, Problem: fmt.Sprintf("the tree already has %d leaves but the log only %d entries before this one", hashed, n)}
+		return &TamperError{Seq: n + 1, Problem: fmt.Sprintf("the tree already has %d leaves but the log only %d entries before this one", hashed, n)}
 	}
 	if err := uncovered(tx, hashed); err != nil {
 		return err
@@ -55,19 +85,75 @@ func Append(tx store.Tx, e *keyward.AuditEntry) error {
 	if err := extend(tx, hashed, n); err != nil {
 		return err
 	}
-	return storeLeaf(tx, n, h)
+	return storeLeaves(tx, n, hs)
 }
 
 // storeLeaf stores the hashes completed by leaf n (0-based) with hash h.
 func storeLeaf(tx store.AuditTx, n int64, h tlog.Hash) error {
-	hs, err := tlog.StoredHashesForRecordHash(n, h, HashReader(tx))
-	if err != nil {
-		return fmt.Errorf("audit: hashes of entry %d: %w", n+1, err)
+	return storeLeaves(tx, n, []tlog.Hash{h})
+}
+
+// storeLeaves stores the hashes completed by leaves n, n+1, … with hashes
+// hs, in one AppendAuditHashes: the hashes a leaf completes follow those
+// of the leaf before it (tlog.StoredHashIndex), and the leaves of the
+// batch read the hashes of earlier ones from the batch.
+func storeLeaves(tx store.AuditTx, n int64, hs []tlog.Hash) error {
+	start := tlog.StoredHashIndex(0, n)
+	var all []tlog.Hash
+	r := HashReader(tx)
+	if len(hs) > 1 {
+		r = batchReader{start: start, batch: &all, tx: r}
 	}
-	if err := tx.AppendAuditHashes(tlog.StoredHashIndex(0, n), hs); err != nil {
-		return fmt.Errorf("audit: hashes of entry %d: %w", n+1, err)
+	for i, h := range hs {
+		stored, err := tlog.StoredHashesForRecordHash(n+int64(i), h, r)
+		if err != nil {
+			return fmt.Errorf("audit: hashes of entry %d: %w", n+int64(i)+1, err)
+		}
+		all = append(all, stored...)
+	}
+	if err := tx.AppendAuditHashes(start, all); err != nil {
+		if len(hs) == 1 {
+			return fmt.Errorf("audit: hashes of entry %d: %w", n+1, err)
+		}
+		return fmt.Errorf("audit: hashes of entries %d to %d: %w", n+1, n+int64(len(hs)), err)
 	}
 	return nil
+}
+
+// batchReader reads the hashes from start on from the batch being
+// computed, and earlier ones from the store.
+type batchReader struct {
+	start int64
+	batch *[]tlog.Hash
+	tx    tlog.HashReader
+}
+
+func (r batchReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	var before []int64
+	for _, x := range indexes {
+		if x < r.start {
+			before = append(before, x)
+		}
+	}
+	var read []tlog.Hash
+	if len(before) > 0 {
+		var err error
+		if read, err = r.tx.ReadHashes(before); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		switch {
+		case x < r.start:
+			out[i], read = read[0], read[1:]
+		case x-r.start < int64(len(*r.batch)):
+			out[i] = (*r.batch)[x-r.start]
+		default:
+			return nil, fmt.Errorf("hash %d is not computed yet", x)
+		}
+	}
+	return out, nil
 }
 
 // uncovered checks that no checkpoint covers more than the first hashed

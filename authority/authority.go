@@ -19,6 +19,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -72,9 +73,10 @@ type Config struct {
 
 // Authority applies Keyward's rules. It is safe for concurrent use.
 type Authority struct {
-	// appendAudit appends an audit entry: audit.Append, which also stores
-	// its Merkle tree hashes (a benchmark swaps it to price the tree).
-	appendAudit func(store.Tx, *keyward.AuditEntry) error
+	// appendAudit appends audit entries: audit.AppendAll, which also
+	// stores their Merkle tree hashes (a benchmark swaps it to price the
+	// tree).
+	appendAudit func(store.Tx, []*keyward.AuditEntry) error
 
 	store    store.Store
 	keks     *keys.KEKRing
@@ -109,7 +111,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	a := &Authority{
 		vc: vc, store: trackedStore{Store: cfg.Store, cache: vc}, keks: cfg.KEKs, clock: cfg.Clock, rand: cfg.Rand, log: cfg.Logger,
 		issuer: cfg.Issuer, policies: cfg.Policies, signers: map[string]*keys.PrivateKey{},
-		appendAudit: audit.Append,
+		appendAudit: audit.AppendAll,
 	}
 	if a.clock == nil {
 		a.clock = keyward.SystemClock{}
@@ -233,43 +235,89 @@ type change struct {
 
 // record writes c's audit entry and outbox event through tx.
 func (a *Authority) record(ctx context.Context, tx store.Tx, now time.Time, c change) error {
+	return a.recordAll(ctx, tx, now, []change{c})
+}
+
+// recordAll writes the audit entries of cs, in order, and their outbox
+// events through tx, each kind with as few statements as the store can.
+func (a *Authority) recordAll(ctx context.Context, tx store.Tx, now time.Time, cs []change) error {
 	p := keyward.PrincipalFromContext(ctx)
-	var details json.RawMessage
-	if c.details != nil {
-		b, err := json.Marshal(c.details)
-		if err != nil {
-			return fmt.Errorf("audit details: %w", err)
+	requestID := keyward.RequestIDFromContext(ctx)
+	es := make([]*keyward.AuditEntry, len(cs))
+	details := make([]json.RawMessage, len(cs))
+	events := 0
+	for i, c := range cs {
+		if c.details != nil {
+			b, err := json.Marshal(c.details)
+			if err != nil {
+				return fmt.Errorf("audit details: %w", err)
+			}
+			details[i] = b
 		}
-		details = b
+		es[i] = &keyward.AuditEntry{
+			Time: now, Actor: p.ID, ActorName: p.Name, Roles: p.Roles, Action: c.action,
+			TargetType: c.targetType, TargetID: c.targetID, Before: c.before, After: c.after,
+			Reason: c.reason, RequestID: requestID, Details: details[i],
+			// Filled by the policy engine and governance features for the
+			// decisions they take: c.approvalIDs, c.policyVersion, c.rule.
+			ApprovalIDs: c.approvalIDs, PolicyVersion: c.policyVersion, Rule: c.rule,
+		}
+		if c.event != "" {
+			events++
+		}
 	}
-	e := &keyward.AuditEntry{
-		Time: now, Actor: p.ID, ActorName: p.Name, Roles: p.Roles, Action: c.action,
-		TargetType: c.targetType, TargetID: c.targetID, Before: c.before, After: c.after,
-		Reason: c.reason, RequestID: keyward.RequestIDFromContext(ctx), Details: details,
-		// Filled by the policy engine and governance features for the
-		// decisions they take: c.approvalIDs, c.policyVersion, c.rule.
-		ApprovalIDs: c.approvalIDs, PolicyVersion: c.policyVersion, Rule: c.rule,
-	}
-	if err := a.appendAudit(tx, e); err != nil {
+	if err := a.appendAudit(tx, es); err != nil {
 		return fmt.Errorf("append audit: %w", err)
 	}
-	if c.event == "" {
+	if events == 0 {
 		return nil
 	}
-	id, err := a.newID("evt")
-	if err != nil {
-		return err
+	// Ids made together and sorted, so that they are inserted in order.
+	ids := make([]string, events)
+	for i := range ids {
+		id, err := a.newID("evt")
+		if err != nil {
+			return err
+		}
+		ids[i] = id
 	}
-	data, err := json.Marshal(map[string]any{
-		"target_type": c.targetType, "target_id": c.targetID, "before": c.before, "after": c.after,
-		"reason": c.reason, "actor": p.ID, "audit_seq": e.Seq, "details": c.details,
-	})
-	if err != nil {
-		return fmt.Errorf("event data: %w", err)
+	slices.Sort(ids)
+	evs := make([]*keyward.Event, 0, events)
+	for i, c := range cs {
+		if c.event == "" {
+			continue
+		}
+		data, err := json.Marshal(eventData{
+			TargetType: c.targetType, TargetID: c.targetID, Before: c.before, After: c.after,
+			Reason: c.reason, Actor: p.ID, AuditSeq: es[i].Seq, Details: details[i],
+		})
+		if err != nil {
+			return fmt.Errorf("event data: %w", err)
+		}
+		evs = append(evs, &keyward.Event{ID: ids[len(evs)], Type: c.event, Time: now, Subject: c.targetID, Data: data})
 	}
-	ev := &keyward.Event{ID: id, Type: c.event, Time: now, Subject: c.targetID, Data: data}
-	if err := tx.AppendEvent(ev); err != nil {
+	var err error
+	if len(evs) == 1 {
+		err = tx.AppendEvent(evs[0])
+	} else {
+		err = tx.AppendEvents(evs)
+	}
+	if err != nil {
 		return fmt.Errorf("append event: %w", err)
 	}
 	return nil
+}
+
+// eventData is the data of a change's outbox event. Its fields are in
+// key order, so it encodes as the map it replaces did; Details holds the
+// change's details as json.Marshal encoded them (null for none).
+type eventData struct {
+	Actor      string          `json:"actor"`
+	After      string          `json:"after"`
+	AuditSeq   int64           `json:"audit_seq"`
+	Before     string          `json:"before"`
+	Details    json.RawMessage `json:"details"`
+	Reason     string          `json:"reason"`
+	TargetID   string          `json:"target_id"`
+	TargetType string          `json:"target_type"`
 }

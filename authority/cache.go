@@ -189,6 +189,13 @@ func (x trackingTx) CreateLicenseKey(k *keyward.LicenseKey) error {
 	return x.Tx.CreateLicenseKey(k)
 }
 
+func (x trackingTx) CreateLicenseKeys(ks []*keyward.LicenseKey) error {
+	for _, k := range ks {
+		x.t.license(k.LicenseID)
+	}
+	return x.Tx.CreateLicenseKeys(ks)
+}
+
 func (x trackingTx) SupersedeLicenseKeys(licenseID string, at, graceUntil time.Time) error {
 	x.t.license(licenseID)
 	return x.Tx.SupersedeLicenseKeys(licenseID, at, graceUntil)

@@ -126,14 +126,24 @@ func (a *Authority) IssueLicenses(ctx context.Context, r IssueRequest, count int
 	if r.MaxMachines != nil && (*r.MaxMachines < 0 || *r.MaxMachines > MaxMachinesLimit) {
 		return nil, keyward.Errorf(keyward.EInvalid, "max_machines %d: want 0 (no limit) to %d", *r.MaxMachines, MaxMachinesLimit)
 	}
+	// Keys, their keyed hashes and the license ids are made before the
+	// transaction; the ids sorted, so that the licenses, their audit
+	// entries and events go into the indexes on id in order.
 	out := make([]*Issued, count)
+	hashes := make([][]byte, count)
+	ids := make([]string, count)
 	for i := range out {
 		key, err := licensekey.Generate(a.rand)
 		if err != nil {
 			return nil, fmt.Errorf("generate license key: %w", err)
 		}
 		out[i] = &Issued{Key: key}
+		hashes[i] = a.keyedHash("license-key", string(key))
+		if ids[i], err = a.newID("lic"); err != nil {
+			return nil, err
+		}
 	}
+	slices.Sort(ids)
 	err = a.store.Update(ctx, func(tx store.Tx) error {
 		now := a.clock.Now()
 		p, err := tx.Product(r.Product)
@@ -166,28 +176,43 @@ func (a *Authority) IssueLicenses(ctx context.Context, r IssueRequest, count int
 		if r.MaxMachines != nil {
 			maxMachines = *r.MaxMachines
 		}
-		for _, is := range out {
+		issuedBy := keyward.PrincipalFromContext(ctx).ID
+		ls := make([]*keyward.License, count)
+		lks := make([]*keyward.LicenseKey, count)
+		cs := make([]change, count)
+		for i, is := range out {
 			l := &keyward.License{
-				ProductID: p.ID, Holder: r.Holder, State: keyward.LicenseActive, KeyPrefix: is.Key.Prefix(),
+				ID: ids[i], ProductID: p.ID, Holder: r.Holder, State: keyward.LicenseActive, KeyPrefix: is.Key.Prefix(),
 				Entitlements: ents, MaxMachines: maxMachines, ExpiresAt: expires, CreatedAt: now, UpdatedAt: now,
-				IssuedBy: keyward.PrincipalFromContext(ctx).ID,
+				IssuedBy: issuedBy,
 			}
-			if l.ID, err = a.newID("lic"); err != nil {
-				return err
-			}
-			if err := tx.CreateLicense(l); err != nil {
-				return err
-			}
-			if err := tx.CreateLicenseKey(&keyward.LicenseKey{Hash: a.keyedHash("license-key", string(is.Key)), LicenseID: l.ID, Prefix: is.Key.Prefix(), CreatedAt: now}); err != nil {
-				return err
-			}
-			is.License = l
-			if err := a.record(ctx, tx, now, change{
+			ls[i] = l
+			lks[i] = &keyward.LicenseKey{Hash: hashes[i], LicenseID: l.ID, Prefix: l.KeyPrefix, CreatedAt: now}
+			cs[i] = change{
 				action: "license.issue", event: "license.issued", targetType: "license", targetID: l.ID,
 				after: string(l.State), details: issueDetails{Product: p.Name, Holder: l.Holder, KeyPrefix: l.KeyPrefix, PolicyVersion: pol.Version},
-			}); err != nil {
+			}
+		}
+		if count == 1 {
+			if err := tx.CreateLicense(ls[0]); err != nil {
 				return err
 			}
+			if err := tx.CreateLicenseKey(lks[0]); err != nil {
+				return err
+			}
+		} else {
+			if err := tx.CreateLicenses(ls); err != nil {
+				return err
+			}
+			if err := tx.CreateLicenseKeys(lks); err != nil {
+				return err
+			}
+		}
+		if err := a.recordAll(ctx, tx, now, cs); err != nil {
+			return err
+		}
+		for i, is := range out {
+			is.License = ls[i]
 		}
 		return nil
 	})

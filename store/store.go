@@ -86,6 +86,10 @@ type Tx interface {
 	UpdateKey(k *keyward.SigningKey) error
 
 	CreateLicense(l *keyward.License) error
+	// CreateLicenses creates ls as CreateLicense creates each, with few
+	// statements (batch issuance). On an error the caller MUST abandon
+	// the transaction: some of ls may have been written.
+	CreateLicenses(ls []*keyward.License) error
 	License(id string) (*keyward.License, error)
 	Licenses(f LicenseFilter) ([]*keyward.License, error)
 	// UpdateLicense writes every mutable field (state, key prefix,
@@ -95,6 +99,9 @@ type Tx interface {
 	TouchLicense(id string, at time.Time) error
 
 	CreateLicenseKey(k *keyward.LicenseKey) error
+	// CreateLicenseKeys creates ks as CreateLicenseKey creates each, in
+	// any order; on an error the caller MUST abandon the transaction.
+	CreateLicenseKeys(ks []*keyward.LicenseKey) error
 	LicenseKeyByHash(hash []byte) (*keyward.LicenseKey, error)
 	// SupersedeLicenseKeys marks every not yet superseded key of the
 	// license superseded at `at`, valid until graceUntil.
@@ -110,9 +117,16 @@ type Tx interface {
 	// Writers MUST call audit.Append instead, which also stores the
 	// entry's Merkle tree hashes (see AuditTx).
 	AppendAudit(e *keyward.AuditEntry) error
+	// AppendAudits appends es in order as AppendAudit appends each: they
+	// get consecutive seqs. Writers MUST call audit.AppendAll instead. On
+	// an error the caller MUST abandon the transaction.
+	AppendAudits(es []*keyward.AuditEntry) error
 	AuditEntries(f AuditFilter) ([]*keyward.AuditEntry, error)
 	// AppendEvent assigns e.Seq and stores e in the outbox.
 	AppendEvent(e *keyward.Event) error
+	// AppendEvents appends es in order as AppendEvent appends each; on an
+	// error the caller MUST abandon the transaction.
+	AppendEvents(es []*keyward.Event) error
 	Events(afterSeq int64, limit int) ([]*keyward.Event, error)
 
 	CreateToken(t *keyward.Token) error

@@ -49,3 +49,11 @@ func (t eventTx) AppendEvent(e *keyward.Event) error {
 	}
 	return err
 }
+
+func (t eventTx) AppendEvents(es []*keyward.Event) error {
+	err := t.Tx.AppendEvents(es)
+	if err == nil && len(es) > 0 {
+		*t.appended = true
+	}
+	return err
+}

@@ -48,8 +48,14 @@ type auditStmts struct {
 	// temporary table, which made appendHash the dearest statement of an
 	// append.
 	appendEdge [4]*sql.Stmt
-	readHash   *sql.Stmt
+	// appendEdgeMany inserts edgeMany hashes as appendEdge does: the
+	// hashes of a batch of entries (audit.AppendAll).
+	appendEdgeMany *sql.Stmt
+	readHash       *sql.Stmt
 }
+
+// edgeMany is the number of hashes appendEdgeMany inserts.
+const edgeMany = 64
 
 func prepareAudit(ctx context.Context, db *sql.DB) (*auditStmts, error) {
 	s := &auditStmts{}
@@ -64,13 +70,17 @@ func prepareAudit(ctx context.Context, db *sql.DB) (*auditStmts, error) {
 			WHERE (SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_hashes) = ?1`},
 		{&s.readHash, `SELECT hash FROM audit_hashes WHERE idx = ?`},
 	}
-	for k := range s.appendEdge {
-		rows := make([]string, k+1)
+	edge := func(k int) string {
+		rows := make([]string, k)
 		for i := range rows {
 			rows[i] = fmt.Sprintf("(?%d, ?%d)", 2*i+1, 2*i+2)
 		}
-		queries = append(queries, query{&s.appendEdge[k], `INSERT INTO audit_hashes (idx, hash) VALUES ` + strings.Join(rows, ", ")})
+		return `INSERT INTO audit_hashes (idx, hash) VALUES ` + strings.Join(rows, ", ")
 	}
+	for k := range s.appendEdge {
+		queries = append(queries, query{&s.appendEdge[k], edge(k + 1)})
+	}
+	queries = append(queries, query{&s.appendEdgeMany, edge(edgeMany)})
 	for _, q := range queries {
 		st, err := db.PrepareContext(ctx, q.q)
 		if err != nil {
@@ -93,7 +103,7 @@ func (s *auditStmts) close() error {
 		return nil
 	}
 	var errs []error
-	for _, st := range append(append([]*sql.Stmt{s.readHash}, s.appendHash[:]...), s.appendEdge[:]...) {
+	for _, st := range append(append([]*sql.Stmt{s.readHash, s.appendEdgeMany}, s.appendHash[:]...), s.appendEdge[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -115,7 +125,7 @@ func (t *tx) AppendAuditHashes(start int64, hs []tlog.Hash) error {
 	}
 	e := t.tree.edge()
 	if e != nil && e.known && e.count == start {
-		if err := t.insertHashes(t.audit.appendEdge[:], start, hs); err != nil {
+		if err := t.insertEdge(start, hs); err != nil {
 			// Only an edge wrong about the count can be refused here.
 			t.tree.forget()
 			return err
@@ -135,6 +145,22 @@ func (t *tx) AppendAuditHashes(start int64, hs []tlog.Hash) error {
 		e.appended(start, hs)
 	}
 	return nil
+}
+
+// insertEdge inserts hs at start, start+1, … with appendEdgeMany, then
+// appendEdge.
+func (t *tx) insertEdge(start int64, hs []tlog.Hash) error {
+	if n := len(hs) / edgeMany * edgeMany; n > 0 {
+		// insertHashes takes k hashes at a time with stmts[k-1]: a list
+		// whose only statement is the 64-hash one, for a multiple of 64.
+		many := make([]*sql.Stmt, edgeMany)
+		many[edgeMany-1] = t.audit.appendEdgeMany
+		if err := t.insertHashes(many, start, hs[:n]); err != nil {
+			return err
+		}
+		start, hs = start+int64(n), hs[n:]
+	}
+	return t.insertHashes(t.audit.appendEdge[:], start, hs)
 }
 
 // insertHashes runs stmts[k-1] (appendHash or appendEdge) on k hashes at a

@@ -21,6 +21,9 @@ type hotStmts struct {
 	touchLicense, touchMachine                                *sql.Stmt
 	license, licenseKeyByHash, product, machineByFingerprint  *sql.Stmt
 
+	// Multi-row INSERTs of batch issuance (batch.go).
+	insertLicenses, insertLicenseKeys, insertAudits, insertEvents batchStmts
+
 	// Narrow upserts of re-signed certificates, by resignChunks size (lifecycle.go).
 	resign [len(resignChunks)]*sql.Stmt
 }
@@ -60,7 +63,7 @@ func (s *hotStmts) queries() []struct {
 		{&s.licenseKeyByHash, `SELECT ` + licenseKeyCols + ` FROM license_keys WHERE hash = ?`},
 		{&s.product, `SELECT ` + productCols + ` FROM products WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1`},
 		{&s.machineByFingerprint, `SELECT ` + machineCols + ` FROM machines WHERE license_id = ? AND fingerprint = ?`},
-	}, s.resignQueries()...)
+	}, append(s.batchQueries(), s.resignQueries()...)...)
 }
 
 func (s *hotStmts) close() error {

@@ -92,6 +92,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	runLifecycle(t, open)
 	runAbuse(t, open)
 	runException(t, open)
+	runBatch(t, open)
 }
 
 // t0 is the suite's epoch: microsecond precision, UTC.
