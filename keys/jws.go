@@ -45,9 +45,11 @@ func ResignJWS(s Signer, token string) (string, error) {
 }
 
 // resignParts checks token as ParseJWS does and returns its typ and
-// payload segment. Unlike ParseJWS it keeps nothing it decodes: the parts
-// are decoded into a buffer on the stack (bulk re-signing calls it once
-// per certificate; ParseJWS's allocations cost a tenth of a signature).
+// payload segment. Unlike ParseJWS it keeps nothing it decodes: the header
+// is decoded into a buffer on the stack, and the payload and signature are
+// only checked to be strict unpadded base64url (checkSegment), not decoded
+// (bulk re-signing calls it once per certificate; ParseJWS's allocations
+// cost a tenth of a signature).
 func resignParts(token string) (typ, payload string, err error) {
 	if len(token) > MaxJWSSize {
 		return "", "", verificationErrorf("malformed: token longer than %d bytes", MaxJWSSize)
@@ -57,30 +59,70 @@ func resignParts(token string) (typ, payload string, err error) {
 	if !ok1 || !ok2 || strings.IndexByte(sig, '.') >= 0 {
 		return "", "", verificationErrorf("malformed: want 3 parts")
 	}
-	var buf [1024]byte
 	for i, part := range [3]string{h, payload, sig} {
 		name := [3]string{"header", "payload", "signature"}[i]
 		if part == "" {
 			return "", "", verificationErrorf("malformed: empty %s", name)
 		}
-		dec, err := AppendDecodeSegment(buf[:0], part)
-		if err != nil {
-			return "", "", verificationErrorf("malformed: %s is not unpadded base64url", name)
-		}
-		switch i {
-		case 0:
+		if i == 0 {
+			var buf [256]byte
+			dec, err := AppendDecodeSegment(buf[:0], part)
+			if err != nil {
+				return "", "", verificationErrorf("malformed: %s is not unpadded base64url", name)
+			}
 			hdr, err := parseHeader(dec)
 			if err != nil {
 				return "", "", err
 			}
 			typ = hdr.Typ
-		case 2:
-			if len(dec) != 64 {
-				return "", "", verificationErrorf("malformed: signature is %d bytes, want 64", len(dec))
-			}
+			continue
+		}
+		n, ok := checkSegment(part)
+		if !ok {
+			return "", "", verificationErrorf("malformed: %s is not unpadded base64url", name)
+		}
+		if i == 2 && n != 64 {
+			return "", "", verificationErrorf("malformed: signature is %d bytes, want 64", n)
 		}
 	}
 	return typ, payload, nil
+}
+
+// checkSegment reports whether AppendDecodeSegment accepts part (strict
+// unpadded base64url: its alphabet only, no length of 1 mod 4, zero
+// trailing bits) and how many bytes it decodes to, without decoding it.
+func checkSegment(part string) (int, bool) {
+	var last byte
+	for i := 0; i < len(part); i++ {
+		c := part[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			last = c - 'A'
+		case 'a' <= c && c <= 'z':
+			last = c - 'a' + 26
+		case '0' <= c && c <= '9':
+			last = c - '0' + 52
+		case c == '-':
+			last = 62
+		case c == '_':
+			last = 63
+		default:
+			return 0, false
+		}
+	}
+	switch len(part) % 4 {
+	case 1:
+		return 0, false
+	case 2:
+		if last&0x0f != 0 {
+			return 0, false
+		}
+	case 3:
+		if last&0x03 != 0 {
+			return 0, false
+		}
+	}
+	return len(part) * 3 / 4, true
 }
 
 // signJWS signs the header of s and typ followed by the encoded payload

@@ -158,7 +158,10 @@ func (s *hotStmts) resignQueries() []struct {
 	for k, n := range resignChunks {
 		qs[k].dst, qs[k].q = &s.resign[k], resignQuery(n)
 	}
-	return qs
+	return append(qs, struct {
+		dst **sql.Stmt
+		q   string
+	}{&s.resignCandidates, resignCandidatesQuery})
 }
 
 // ResignCertificates writes the narrow signature rows only, in chunks of
@@ -220,26 +223,37 @@ func (t *tx) CountCertificates(f store.CertificateFilter) (int, error) {
 	return n, wrap(err, "count certificates")
 }
 
+// resignCandidatesQuery reads re-sign candidates; a re-sign batch runs it
+// once per chunk it reads, so it is prepared once per pool (stmts.go):
+// parsing and planning the three-table join cost about as much as reading
+// a chunk of 32 rows.
+const resignCandidatesQuery = `SELECT c.license_id, c.product_id, s.kid, c.jti, c.issued_at, c.expires_at, c.token, s.header_b64, s.signature_b64,
+		l.state = 'active' AND (l.expires_at IS NULL OR l.expires_at > ?1)
+	FROM certificate_signatures s JOIN license_certificates c ON c.license_id = s.license_id JOIN licenses l ON l.id = s.license_id
+	WHERE s.kid = ?2 AND s.expires_at > ?1 AND s.license_id > ?3 ORDER BY s.license_id LIMIT ?4`
+
 func (t *tx) ResignCandidates(kid string, now time.Time, after string, n int) ([]*store.ResignCandidate, error) {
 	if n <= 0 {
 		return nil, keyward.Errorf(keyward.EInvalid, "re-sign candidates: limit %d, want > 0", n)
 	}
-	at := toNanos(now)
-	cs, err := queryAll(t, func(s scanner) (*store.ResignCandidate, error) {
+	rows, err := t.stmt(t.hot.resignCandidates).QueryContext(quick(t.ctx), toNanos(now), kid, after, n)
+	if err != nil {
+		return nil, wrap(err, "re-sign candidates of %s", kid)
+	}
+	defer rows.Close()
+	cs := make([]*store.ResignCandidate, 0, n)
+	for rows.Next() {
 		var c store.ResignCandidate
 		var issued, expires int64
 		var header, sig sql.Null[string]
-		if err := s.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token, &header, &sig, &c.Eligible); err != nil {
-			return nil, err
+		if err := rows.Scan(&c.LicenseID, &c.ProductID, &c.KID, &c.JTI, &issued, &expires, &c.Token, &header, &sig, &c.Eligible); err != nil {
+			return nil, wrap(err, "re-sign candidates of %s", kid)
 		}
 		c.IssuedAt, c.ExpiresAt = fromNanos(issued), fromNanos(expires)
 		c.Token = resignedToken(c.Token, header, sig)
-		return &c, nil
-	}, `SELECT c.license_id, c.product_id, s.kid, c.jti, c.issued_at, c.expires_at, c.token, s.header_b64, s.signature_b64,
-			l.state = 'active' AND (l.expires_at IS NULL OR l.expires_at > ?)
-		FROM certificate_signatures s JOIN license_certificates c ON c.license_id = s.license_id JOIN licenses l ON l.id = s.license_id
-		WHERE s.kid = ? AND s.expires_at > ? AND s.license_id > ? ORDER BY s.license_id LIMIT ?`, at, kid, at, after, n)
-	return cs, wrap(err, "re-sign candidates of %s", kid)
+		cs = append(cs, &c)
+	}
+	return cs, wrap(rows.Err(), "re-sign candidates of %s", kid)
 }
 
 // prefixCols qualifies each column of a column list with prefix.

@@ -24,8 +24,10 @@ type hotStmts struct {
 	// Multi-row INSERTs of batch issuance (batch.go).
 	insertLicenses, insertLicenseKeys, insertAudits, insertEvents batchStmts
 
-	// Narrow upserts of re-signed certificates, by resignChunks size (lifecycle.go).
-	resign [len(resignChunks)]*sql.Stmt
+	// Narrow upserts of re-signed certificates, by resignChunks size, and
+	// the read of re-sign candidates (lifecycle.go).
+	resign           [len(resignChunks)]*sql.Stmt
+	resignCandidates *sql.Stmt
 }
 
 func prepareHot(ctx context.Context, db *sql.DB) (*hotStmts, error) {
