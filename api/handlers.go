@@ -120,7 +120,7 @@ type validateReq struct {
 
 func (s *Server) validate(w http.ResponseWriter, r *http.Request) error {
 	var req validateReq
-	if err := decode(w, r, &req); err != nil {
+	if err := decodeValidateRequest(w, r, &req); err != nil {
 		return err
 	}
 	if req.Key == "" {
@@ -132,7 +132,8 @@ func (s *Server) validate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.metrics.validations.WithLabelValues(v.Code).Inc()
-	return writeJSON(w, http.StatusOK, validationView(v))
+	view := validationView(v)
+	return writeValidation(w, &view)
 }
 
 func (s *Server) checkoutByKey(w http.ResponseWriter, r *http.Request) error {

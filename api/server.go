@@ -204,6 +204,15 @@ func (s *Server) authenticate(r *http.Request) (keyward.Principal, error) {
 // decode reads a JSON body into v strictly: application/json only, at most
 // MaxBodyBytes, no unknown fields, exactly one value.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if err := checkJSONContentType(r); err != nil {
+		return err
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	return decodeBody(r.Body, v)
+}
+
+// checkJSONContentType refuses a request body that is not application/json.
+func checkJSONContentType(r *http.Request) error {
 	ct := r.Header.Get("Content-Type")
 	if ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -211,8 +220,13 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 			return keyward.Errorf(keyward.EUnsupportedMedia, "Content-Type must be application/json, got %q", ct)
 		}
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
+	return nil
+}
+
+// decodeBody decodes exactly one JSON object from body into v, refusing
+// unknown fields.
+func decodeBody(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err)
