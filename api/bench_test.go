@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"github.com/keyward/keyward/internal/cputime"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -57,3 +58,13 @@ spec:
       - name: fingerprint-spray
         when: license.max_machines > 0 && usage.distinct_fingerprints_24h > 5 * license.max_machines
 `
+
+// reportCPU runs fn and reports the process's CPU time per operation as
+// "cpu-ns/op" (zero where it cannot be read): unlike ns/op it barely moves
+// when other processes load the machine.
+func reportCPU(b *testing.B, fn func()) {
+	b.Helper()
+	start := cputime.Process()
+	fn()
+	b.ReportMetric(float64(cputime.Process()-start)/float64(b.N), "cpu-ns/op")
+}

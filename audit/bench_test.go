@@ -3,6 +3,7 @@ package audit_test
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/keyward/keyward/internal/cputime"
 	"path/filepath"
 	"testing"
 	"time"
@@ -94,13 +95,13 @@ func BenchmarkTreeOverhead(b *testing.B) {
 	plain, tree := benchStore(b), benchStore(b)
 	var tPlain, tTree, cPlain, cTree time.Duration
 	for i := 0; b.Loop(); i++ {
-		start, c0 := time.Now(), processCPU(b)
+		start, c0 := time.Now(), cputime.Process()
 		stateChange(b, plain, i, plainAppend)
-		mid, c1 := time.Now(), processCPU(b)
+		mid, c1 := time.Now(), cputime.Process()
 		stateChange(b, tree, i, audit.Append)
 		tTree += time.Since(mid)
 		tPlain += mid.Sub(start)
-		c2 := processCPU(b)
+		c2 := cputime.Process()
 		cPlain += c1 - c0
 		cTree += c2 - c1
 	}

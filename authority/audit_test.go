@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"database/sql"
 	"encoding/base64"
+	"github.com/keyward/keyward/internal/cputime"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -329,12 +330,12 @@ func BenchmarkTreeCost(b *testing.B) {
 	plain, tree := open(false), open(true)
 	actions := []keyward.LicenseAction{keyward.LicenseSuspend, keyward.LicenseReinstate}
 	change := func(s *side, i int) {
-		t0, c0 := time.Now(), processCPU(b)
+		t0, c0 := time.Now(), cputime.Process()
 		if _, err := s.a.TransitionLicense(s.ctx, s.id, actions[i%2], "benchmark"); err != nil {
 			b.Fatal(err)
 		}
 		s.wall += time.Since(t0)
-		s.cpu += processCPU(b) - c0
+		s.cpu += cputime.Process() - c0
 	}
 	for i := 0; b.Loop(); i++ {
 		if i%4 < 2 {

@@ -2,6 +2,7 @@ package scheduler_test
 
 import (
 	"context"
+	"github.com/keyward/keyward/internal/cputime"
 	"runtime"
 	"sync"
 	"testing"
@@ -66,7 +67,7 @@ func BenchmarkBulkResign(b *testing.B) {
 		if _, err := e.auth.RotateKey(e.ctx, authority.RotateRequest{Product: "acme", Reason: "benchmark"}); err != nil {
 			b.Fatal(err)
 		}
-		t0, c0 := time.Now(), processCPU(b)
+		t0, c0 := time.Now(), cputime.Process()
 		done := 0
 		for {
 			p, err := e.auth.ResignBatch(ctx, 0)
@@ -79,14 +80,14 @@ func BenchmarkBulkResign(b *testing.B) {
 			done += p.Resigned
 		}
 		resignTime += time.Since(t0)
-		resignCPU += processCPU(b) - c0
+		resignCPU += cputime.Process() - c0
 		if done != n {
 			b.Fatalf("re-signed %d certificates, want %d", done, n)
 		}
-		t1, c1 := time.Now(), processCPU(b)
+		t1, c1 := time.Now(), cputime.Process()
 		raw()
 		rawTime += time.Since(t1)
-		rawCPU += processCPU(b) - c1
+		rawCPU += cputime.Process() - c1
 		t2 := time.Now()
 		raw1()
 		raw1Time += time.Since(t2)
