@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -504,4 +505,61 @@ func TestRewrapAll(t *testing.T) {
 func containsKID(token, kid string) bool {
 	j, err := keys.ParseJWS(token)
 	return err == nil && j.Header.Kid == kid
+}
+
+// TestIssueBatch: a batch of licenses gets one audit entry and one event
+// per license, with consecutive seqs, each event naming its entry, the
+// same entries a single issuance writes; every key validates.
+func TestIssueBatch(t *testing.T) {
+	f := newFixture(t)
+	f.product(t, "acme")
+	one := f.issue(t, authority.IssueRequest{Product: "acme", Holder: "c", MaxMachines: intp(0)})
+	batch, err := f.auth.IssueLicenses(f.ctx, authority.IssueRequest{Product: "acme", Holder: "c", MaxMachines: intp(0)}, 3)
+	if err != nil || len(batch) != 3 {
+		t.Fatalf("IssueLicenses = %d, %v", len(batch), err)
+	}
+	entries := f.audited(t, "license.issue")
+	events := f.events(t, "license.issued")
+	if len(entries) != 4 || len(events) != 4 {
+		t.Fatalf("%d audit entries, %d events; want 4 and 4", len(entries), len(events))
+	}
+	ids := []string{one.License.ID}
+	for i, is := range batch {
+		if i > 0 && is.License.ID <= batch[i-1].License.ID {
+			t.Errorf("licenses not in id order: %s after %s", is.License.ID, batch[i-1].License.ID)
+		}
+		if v := f.validate(t, string(is.Key), ""); !v.Valid || v.License.ID != is.License.ID {
+			t.Errorf("key of %s: %s, license %v", is.License.ID, v.Code, v.License)
+		}
+		ids = append(ids, is.License.ID)
+	}
+	for i, e := range entries {
+		if e.TargetID != ids[i] || (i > 0 && e.Seq != entries[i-1].Seq+1) {
+			t.Errorf("entry %d: seq %d, target %s; want %s after seq %d", i, e.Seq, e.TargetID, ids[i], entries[max(i-1, 0)].Seq)
+		}
+		var data map[string]any
+		if err := json.Unmarshal(events[i].Data, &data); err != nil {
+			t.Fatal(err)
+		}
+		if events[i].Subject != ids[i] || data["audit_seq"] != float64(e.Seq) || data["target_id"] != ids[i] {
+			t.Errorf("event %d = %s %s, want the entry %d of %s", i, events[i].Subject, events[i].Data, e.Seq, ids[i])
+		}
+		// The event data is the JSON the map it replaced encoded to.
+		if again, _ := json.Marshal(data); string(again) != string(events[i].Data) {
+			t.Errorf("event data %s, as a map %s", events[i].Data, again)
+		}
+	}
+	// The batch's entries are the single one's but for the license.
+	strip := func(e *keyward.AuditEntry) string {
+		var d map[string]any
+		_ = json.Unmarshal(e.Details, &d)
+		delete(d, "key_prefix")
+		b, _ := json.Marshal(d)
+		return e.Action + e.Actor + e.After + e.Before + string(b)
+	}
+	for _, e := range entries[1:] {
+		if strip(e) != strip(entries[0]) {
+			t.Errorf("batch entry %+v differs from the single issuance's %+v", e, entries[0])
+		}
+	}
 }

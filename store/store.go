@@ -152,3 +152,15 @@ type Locker interface {
 	// it; unlock releases it. Locks MUST be released when the process dies.
 	TryLock(ctx context.Context, name string) (lost <-chan struct{}, unlock func(), ok bool, err error)
 }
+
+// LicensesAlike reports whether ls all have the same product and state:
+// a foreign-key or CHECK violation by a multi-row insert of them is then
+// each one's, and an error may name the first (the stores' batch inserts).
+func LicensesAlike(ls []*keyward.License) bool {
+	for _, l := range ls {
+		if l.ProductID != ls[0].ProductID || l.State != ls[0].State {
+			return false
+		}
+	}
+	return true
+}

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/store"
 )
 
 // Batch inserts (batch issuance): multi-row INSERTs of up to batchRows
@@ -39,12 +40,24 @@ func multiInsert(table, cols string, n, rows int, suffix string) string {
 	return b.String()
 }
 
-// chunkRanges yields [from, to) ranges of at most batchRows of n rows.
+// chunkSizes are the row counts of the multi-row statements: a few fixed
+// sizes, so that pgx's statement cache holds four texts per table instead
+// of one per remainder (1 to 499).
+var chunkSizes = [...]int{batchRows, 64, 8, 1}
+
+// chunkRanges yields [from, to) ranges covering n rows, each of one of
+// chunkSizes rows, largest first.
 func chunkRanges(n int, yield func(from, to int) error) error {
-	for from := 0; from < n; from += batchRows {
-		if err := yield(from, min(n, from+batchRows)); err != nil {
+	for from := 0; from < n; {
+		k := 0
+		for chunkSizes[k] > n-from {
+			k++
+		}
+		to := from + chunkSizes[k]
+		if err := yield(from, to); err != nil {
 			return err
 		}
+		from = to
 	}
 	return nil
 }
@@ -63,8 +76,17 @@ func (t *tx) CreateLicenses(ls []*keyward.License) error {
 		}
 		_, err := t.exec(multiInsert("licenses", licenseCols, 13, to-from, ""), args...)
 		if err != nil {
-			if code, _ := violation(err); code == uniqueViolation && to-from > 1 {
-				return keyward.Errorf(keyward.EConflict, "one of licenses %s to %s already exists", ls[from].ID, ls[to-1].ID)
+			if to-from > 1 {
+				first, last := ls[from].ID, ls[to-1].ID
+				switch code, _ := violation(err); {
+				case code == uniqueViolation:
+					return keyward.Errorf(keyward.EConflict, "one of licenses %s to %s already exists", first, last)
+				case store.LicensesAlike(ls[from:to]):
+				case code == fkViolation:
+					return keyward.Errorf(keyward.ENotFound, "the product of one of licenses %s to %s not found", first, last)
+				case code == checkViolation:
+					return keyward.Errorf(keyward.EInvalid, "one of licenses %s to %s has an invalid state", first, last)
+				}
 			}
 			return wrap(licenseErr(err, ls[from]), "create licenses %s to %s", ls[from].ID, ls[to-1].ID)
 		}

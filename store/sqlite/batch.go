@@ -10,6 +10,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/keyward/keyward"
+	"github.com/keyward/keyward/store"
 )
 
 // Batch inserts: the rows of a batch issuance (10 000 licenses, each with
@@ -110,7 +111,8 @@ func rowsOf(err error, n int) (from, to int) {
 }
 
 // CreateLicenses inserts ls with multi-row INSERTs. A violated constraint
-// names the first license of the statement that failed.
+// names the licenses of the statement that failed, or the product or state
+// they all share.
 func (t *tx) CreateLicenses(ls []*keyward.License) error {
 	if len(ls) == 0 {
 		return nil
@@ -129,8 +131,17 @@ func (t *tx) CreateLicenses(ls []*keyward.License) error {
 		return nil
 	}
 	from, to := rowsOf(err, len(ls))
-	if to-from > 1 && constraint(err) == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY {
-		return keyward.Errorf(keyward.EConflict, "one of licenses %s to %s already exists", ls[from].ID, ls[to-1].ID)
+	if to-from > 1 {
+		first, last := ls[from].ID, ls[to-1].ID
+		switch c := constraint(err); {
+		case c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return keyward.Errorf(keyward.EConflict, "one of licenses %s to %s already exists", first, last)
+		case store.LicensesAlike(ls[from:to]):
+		case c == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+			return keyward.Errorf(keyward.ENotFound, "the product of one of licenses %s to %s not found", first, last)
+		case c == sqlite3.SQLITE_CONSTRAINT_CHECK:
+			return keyward.Errorf(keyward.EInvalid, "one of licenses %s to %s has an invalid state", first, last)
+		}
 	}
 	return wrap(licenseErr(err, ls[from]), "create licenses %s to %s", ls[from].ID, ls[to-1].ID)
 }

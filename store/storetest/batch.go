@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,11 +95,26 @@ func testBatchLicensesConflict(t *testing.T, s store.Store) {
 	ls, _ := batchLicenses(batchSize)
 	ls[batchSize-3] = newLicense("l1", "p1")
 	wantCode(t, "CreateLicenses(existing id)", updateErr(t, s, func(tx store.Tx) error { return tx.CreateLicenses(ls) }), keyward.EConflict)
+	wantBatchNothingWritten(t, s, 1)
 	ls, _ = batchLicenses(batchSize)
 	ls[7].ProductID = "p_missing"
 	err := updateErr(t, s, func(tx store.Tx) error { return tx.CreateLicenses(ls) })
 	wantCode(t, "CreateLicenses(missing product)", err, keyward.ENotFound)
-	wantBatchNothingWritten(t, s)
+	if strings.Contains(err.Error(), "product p1 ") {
+		t.Errorf("CreateLicenses(missing product): %v names the product that exists", err)
+	}
+	wantBatchNothingWritten(t, s, 1)
+	// All of one missing product: the error names it.
+	ls, _ = batchLicenses(batchSize)
+	for _, l := range ls {
+		l.ProductID = "p_gone"
+	}
+	err = updateErr(t, s, func(tx store.Tx) error { return tx.CreateLicenses(ls) })
+	wantCode(t, "CreateLicenses(all of a missing product)", err, keyward.ENotFound)
+	if !strings.Contains(err.Error(), "p_gone") {
+		t.Errorf("CreateLicenses(all of a missing product): %v does not name p_gone", err)
+	}
+	wantBatchNothingWritten(t, s, 1)
 }
 
 func testBatchLicenseKeysConflict(t *testing.T, s store.Store) {
@@ -245,7 +261,7 @@ func testBatchRollback(t *testing.T, s store.Store) {
 	if err == nil {
 		t.Fatal("Update = nil, want the error")
 	}
-	wantBatchNothingWritten(t, s)
+	wantBatchNothingWritten(t, s, 0)
 	es := batchAudit(3, 0)
 	update(t, s, func(tx store.Tx) error { return audit.AppendAll(tx, es) })
 	if es[0].Seq != 1 || es[2].Seq != 3 {
@@ -253,7 +269,9 @@ func testBatchRollback(t *testing.T, s store.Store) {
 	}
 }
 
-func wantBatchNothingWritten(t *testing.T, s store.Store) {
+// wantBatchNothingWritten checks the store holds only the licenses it
+// held before the failed batch, and no audit entry.
+func wantBatchNothingWritten(t *testing.T, s store.Store, licenses int) {
 	t.Helper()
 	view(t, s, func(tx store.Tx) error {
 		ls, err := tx.Licenses(store.LicenseFilter{})
@@ -264,8 +282,8 @@ func wantBatchNothingWritten(t *testing.T, s store.Store) {
 		if err != nil {
 			return err
 		}
-		if len(ls) > 1 || size != 0 {
-			t.Fatalf("after a failed batch: %d licenses, %d audit entries; want at most the first license and no entry", len(ls), size)
+		if len(ls) != licenses || size != 0 {
+			t.Fatalf("after a failed batch: %d licenses, %d audit entries; want %d and none", len(ls), size, licenses)
 		}
 		return nil
 	})
