@@ -296,19 +296,7 @@ func licenseCmd(e *env) *cobra.Command {
 			if err := e.client().do(e.ctx, "POST", "/v1/licenses/"+url.PathEscape(args[0])+"/checkout", nil, &cert); err != nil {
 				return err
 			}
-			if outFile != "" {
-				if err := os.WriteFile(outFile, []byte(cert.Certificate+"\n"), 0o644); err != nil {
-					return err
-				}
-			}
-			return e.print(cert, func(w io.Writer) {
-				fmt.Fprintf(w, "kid:\t%s\nexpires:\t%s\n", cert.KID, cert.ExpiresAt.Format(time.RFC3339))
-				if outFile != "" {
-					fmt.Fprintf(w, "written:\t%s\n", outFile)
-				} else {
-					fmt.Fprintf(w, "certificate:\t%s\n", cert.Certificate)
-				}
-			})
+			return e.writeCertificate(cert, outFile)
 		},
 	}
 	checkout.Flags().StringVar(&outFile, "out", "", "write the certificate to FILE")
@@ -323,19 +311,7 @@ func licenseCmd(e *env) *cobra.Command {
 			if err := e.client().do(e.ctx, "GET", "/v1/licenses/"+url.PathEscape(args[0])+"/certificate", nil, &cert); err != nil {
 				return err
 			}
-			if certOut != "" {
-				if err := os.WriteFile(certOut, []byte(cert.Certificate+"\n"), 0o644); err != nil {
-					return err
-				}
-			}
-			return e.print(cert, func(w io.Writer) {
-				fmt.Fprintf(w, "kid:\t%s\nexpires:\t%s\n", cert.KID, cert.ExpiresAt.Format(time.RFC3339))
-				if certOut != "" {
-					fmt.Fprintf(w, "written:\t%s\n", certOut)
-				} else {
-					fmt.Fprintf(w, "certificate:\t%s\n", cert.Certificate)
-				}
-			})
+			return e.writeCertificate(cert, certOut)
 		},
 	}
 	certificate.Flags().StringVar(&certOut, "out", "", "write the certificate to FILE")
@@ -447,3 +423,21 @@ func parseTime(s string) (time.Time, error) {
 type errSilent struct{ code int }
 
 func (e errSilent) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// writeCertificate writes cert to out (if not "") and prints it: its kid
+// and expiry, and the token itself when it was not written to a file.
+func (e *env) writeCertificate(cert api.Certificate, out string) error {
+	if out != "" {
+		if err := os.WriteFile(out, []byte(cert.Certificate+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	return e.print(cert, func(w io.Writer) {
+		fmt.Fprintf(w, "kid:\t%s\nexpires:\t%s\n", cert.KID, cert.ExpiresAt.Format(time.RFC3339))
+		if out != "" {
+			fmt.Fprintf(w, "written:\t%s\n", out)
+		} else {
+			fmt.Fprintf(w, "certificate:\t%s\n", cert.Certificate)
+		}
+	})
+}

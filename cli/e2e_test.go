@@ -245,6 +245,17 @@ func TestEndToEnd(t *testing.T) {
 	}
 	h.ok(nil, "verify", "--cert", filepath.Join(dir, "cert3.jwt"), "--jwks", jwks3)
 	h.fails("NOT_FOUND", "license", "certificate", "lic_missing")
+	// A license never checked out has no certificate; a file that cannot
+	// be written is an error (exit 1), and the certificate can be fetched
+	// again.
+	var fresh struct{ ID string }
+	h.ok(&fresh, "license", "issue", "--product", "acme", "--holder", "cust-2", "--max-machines", "0")
+	if _, errs, code := h.run("license", "certificate", fresh.ID); code != 1 || !strings.Contains(errs, "NOT_FOUND") || !strings.Contains(errs, "has no certificate") {
+		t.Errorf("license certificate of a license never checked out: exit %d, %q", code, errs)
+	}
+	if _, errs, code := h.run("license", "certificate", issued.ID, "--out", filepath.Join(dir, "no-such-dir", "c.jwt")); code != 1 || !strings.Contains(errs, "no-such-dir") {
+		t.Errorf("license certificate --out into a missing directory: exit %d, %q", code, errs)
+	}
 	h.fails("ILLEGAL_TRANSITION", "key", "activate", "--", rotated.KID)
 
 	// Reissue, then revoke: permanent.

@@ -201,15 +201,6 @@ func (t *tx) ResignCandidates(kid string, now time.Time, after string, n int) ([
 	return cs, wrap(err, "re-sign candidates of %s", kid)
 }
 
-// prefixCols qualifies each column of a column list with prefix.
-func prefixCols(prefix, cols string) string {
-	parts := strings.Split(cols, ",")
-	for i, p := range parts {
-		parts[i] = prefix + strings.TrimSpace(p)
-	}
-	return strings.Join(parts, ", ")
-}
-
 // Re-sign jobs.
 
 const resignCols = `kid, product_id, reason, state, runs, total, done, skipped, cursor, created_at, updated_at, finished_at`

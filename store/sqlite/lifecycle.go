@@ -134,7 +134,8 @@ func putSignaturesQuery(n int) string {
 }
 
 // resignChunks are the sizes of the prepared upserts ResignCertificates
-// splits its certificates into (stmts.go): 500 = 3×128 + 3×32 + 2×8 + 4×1.
+// splits its certificates into, largest first (stmts.go): 1 000, a full
+// batch, = 7×128 + 3×32 + 1×8 (… + 7×1 at worst for a remainder).
 var resignChunks = [...]int{128, 32, 8, 1}
 
 // resignQuery is the update of the signature rows of n re-signed
@@ -185,7 +186,10 @@ func (t *tx) ResignCertificates(cs []*store.Certificate) error {
 		}
 		_, err := t.execHot(t.hot.resign[k], args...)
 		if constraint(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY {
-			return keyward.Errorf(keyward.ENotFound, "license of re-signed certificate %s has no certificate", cs[0].JTI)
+			if n == 1 {
+				return keyward.Errorf(keyward.ENotFound, "license %s has no certificate to re-sign", cs[0].LicenseID)
+			}
+			return keyward.Errorf(keyward.ENotFound, "one of licenses %s to %s has no certificate to re-sign", cs[0].LicenseID, cs[n-1].LicenseID)
 		}
 		if err != nil {
 			return wrap(err, "re-sign certificates")
@@ -254,15 +258,6 @@ func (t *tx) ResignCandidates(kid string, now time.Time, after string, n int) ([
 		cs = append(cs, &c)
 	}
 	return cs, wrap(rows.Err(), "re-sign candidates of %s", kid)
-}
-
-// prefixCols qualifies each column of a column list with prefix.
-func prefixCols(prefix, cols string) string {
-	parts := strings.Split(cols, ",")
-	for i, p := range parts {
-		parts[i] = prefix + strings.TrimSpace(p)
-	}
-	return strings.Join(parts, ", ")
 }
 
 // Re-sign jobs.

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -322,19 +323,23 @@ func testResignCertificates(t *testing.T, s store.Store) {
 	withLicenses(t, s, 3)
 	c1, c2 := newCert("l1", "k1", 30*day), newCert("l2", "k1", 30*day)
 	update(t, s, func(tx store.Tx) error { return tx.PutCertificates([]*store.Certificate{c1, c2}) })
+	// resigned is c signed again by kid, as ResignCertificates requires:
+	// the same payload segment under a new header and signature.
 	resigned := func(c *store.Certificate, kid string) *store.Certificate {
 		r := *c
-		r.KID, r.Token = kid, "h"+kid+".p"+c.LicenseID+".s"+kid
+		payload := c.Token[strings.IndexByte(c.Token, '.')+1 : strings.LastIndexByte(c.Token, '.')]
+		r.KID, r.Token = kid, "h"+kid+"."+payload+".s"+kid
 		return &r
 	}
-	r1 := resigned(c1, "k2")
-	update(t, s, func(tx store.Tx) error {
-		return tx.PutCertificates([]*store.Certificate{{
-			LicenseID: "l1", ProductID: "p1", KID: "k1", JTI: c1.JTI, IssuedAt: c1.IssuedAt, ExpiresAt: c1.ExpiresAt, Token: "h.pl1.s",
-		}})
-	})
+	put := &store.Certificate{
+		LicenseID: "l1", ProductID: "p1", KID: "k1", JTI: c1.JTI, IssuedAt: c1.IssuedAt, ExpiresAt: c1.ExpiresAt, Token: "h.pl1.s",
+	}
+	update(t, s, func(tx store.Tx) error { return tx.PutCertificates([]*store.Certificate{put}) })
+	r1 := resigned(put, "k2")
 	update(t, s, func(tx store.Tx) error { return tx.ResignCertificates([]*store.Certificate{r1}) })
-	r1.Token = "hk2.pl1.sk2"
+	if r1.Token != "hk2.pl1.sk2" {
+		t.Fatalf("resigned token %q", r1.Token)
+	}
 	wantEqual(t, "Certificate(l1) re-signed", get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("l1") }), r1)
 	if n := get(t, s, func(tx store.Tx) (int, error) { return tx.CountCertificates(store.CertificateFilter{KID: "k1"}) }); n != 1 {
 		t.Errorf("CountCertificates(k1) = %d, want 1", n)
@@ -349,7 +354,6 @@ func testResignCertificates(t *testing.T, s store.Store) {
 	wantEqual(t, "ResignCandidates(k2)", &cands[0].Certificate, r1)
 	// Re-signed again: the payload is still the checked-out one.
 	r1b := resigned(r1, "k3")
-	r1b.Token = "hk3.pl1.sk3"
 	update(t, s, func(tx store.Tx) error { return tx.ResignCertificates([]*store.Certificate{r1b}) })
 	wantEqual(t, "Certificate(l1) re-signed twice", get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("l1") }), r1b)
 	// A checkout replaces the re-signed certificate.
