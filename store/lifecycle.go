@@ -1,6 +1,7 @@
 package store
 
 import (
+	"strings"
 	"time"
 
 	"github.com/keyward/keyward"
@@ -130,4 +131,25 @@ type LifecycleTx interface {
 	// LicensesExpiringBefore returns up to limit licenses in state active
 	// with an expiry before t, ordered by id, after the id cursor after.
 	LicensesExpiringBefore(t time.Time, after string, limit int) ([]*keyward.License, error)
+}
+
+// JWSEnds returns the header and signature segments of a compact JWS
+// token: what a re-sign changes (ResignCertificates stores them apart
+// from the checked-out token, whose payload segment it keeps).
+func JWSEnds(token string) (header, signature string, ok bool) {
+	i, j := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
+	if i < 0 || j <= i {
+		return "", "", false
+	}
+	return token[:i], token[j+1:], true
+}
+
+// ResignedToken is the checked-out token with its header and signature
+// segments replaced by a re-sign's; token itself if it is not a JWS.
+func ResignedToken(token, header, signature string) string {
+	i, j := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
+	if i < 0 || j <= i {
+		return token
+	}
+	return header + token[i:j+1] + signature
 }

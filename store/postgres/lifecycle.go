@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -72,14 +71,13 @@ func scanCertificate(s scanner) (*store.Certificate, error) {
 	return &c, nil
 }
 
-// resignedToken is token with its header and signature segments replaced
-// by header and sig, if the certificate was re-signed (both non-NULL).
+// resignedToken is token as re-signed, if it was (header and sig both
+// non-NULL).
 func resignedToken(token string, header, sig *string) string {
-	i, j := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
-	if header == nil || sig == nil || i < 0 || j <= i {
+	if header == nil || sig == nil {
 		return token
 	}
-	return *header + token[i:j+1] + *sig
+	return store.ResignedToken(token, *header, *sig)
 }
 
 // PutCertificates upserts every certificate, and its signature row (the
@@ -134,11 +132,11 @@ func (t *tx) ResignCertificates(cs []*store.Certificate) error {
 		if last[c.LicenseID] != i {
 			continue
 		}
-		a, b := strings.IndexByte(c.Token, '.'), strings.LastIndexByte(c.Token, '.')
-		if a < 0 || b <= a {
+		h, g, ok := store.JWSEnds(c.Token)
+		if !ok {
 			return keyward.Errorf(keyward.EInvalid, "re-signed certificate %s: not a JWS", c.JTI)
 		}
-		lic, kid, header, sig = append(lic, c.LicenseID), append(kid, c.KID), append(header, c.Token[:a]), append(sig, c.Token[b+1:])
+		lic, kid, header, sig = append(lic, c.LicenseID), append(kid, c.KID), append(header, h), append(sig, g)
 	}
 	tag, err := t.exec(`UPDATE certificate_signatures s SET kid = u.kid, header_b64 = u.header, signature_b64 = u.sig
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u (license_id, kid, header, sig)

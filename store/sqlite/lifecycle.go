@@ -74,14 +74,13 @@ func scanCertificate(s scanner) (*store.Certificate, error) {
 	return &c, nil
 }
 
-// resignedToken is token with its header and signature segments replaced
-// by header and sig, if the certificate was re-signed (both non-NULL).
+// resignedToken is token as re-signed, if it was (header and sig both
+// non-NULL).
 func resignedToken(token string, header, sig sql.Null[string]) string {
-	i, j := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
-	if !header.Valid || !sig.Valid || i < 0 || j <= i {
+	if !header.Valid || !sig.Valid {
 		return token
 	}
-	return header.V + token[i:j+1] + sig.V
+	return store.ResignedToken(token, header.V, sig.V)
 }
 
 // certChunk bounds the rows of one multi-row upsert (7 parameters each,
@@ -178,11 +177,11 @@ func (t *tx) ResignCertificates(cs []*store.Certificate) error {
 		n := resignChunks[k]
 		args = args[:0]
 		for _, c := range cs[:n] {
-			i, j := strings.IndexByte(c.Token, '.'), strings.LastIndexByte(c.Token, '.')
-			if i < 0 || j <= i {
+			header, sig, ok := store.JWSEnds(c.Token)
+			if !ok {
 				return keyward.Errorf(keyward.EInvalid, "re-signed certificate %s: not a JWS", c.JTI)
 			}
-			args = append(args, c.LicenseID, c.KID, toNanos(c.ExpiresAt), c.Token[:i], c.Token[j+1:])
+			args = append(args, c.LicenseID, c.KID, toNanos(c.ExpiresAt), header, sig)
 		}
 		_, err := t.execHot(t.hot.resign[k], args...)
 		if constraint(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY {
