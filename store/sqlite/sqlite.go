@@ -227,6 +227,12 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return err
 	}
+	return applyMigrations(ctx, db, ms)
+}
+
+// applyMigrations is migrate with the migrations given (ordered by version,
+// not empty): tests pass a prefix to build a database at an old version.
+func applyMigrations(ctx context.Context, db *sql.DB, ms []migration) error {
 	latest := ms[len(ms)-1].version
 
 	sqlTx, err := db.BeginTx(ctx, nil)
