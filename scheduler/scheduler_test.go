@@ -32,7 +32,7 @@ func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 
 // env is a server's lifecycle machinery on a temporary SQLite file.
 type env struct {
-	st    *sqlite.DB
+	st    store.Store
 	ring  *keys.KEKRing
 	clock *clock
 	auth  *authority.Authority
@@ -48,6 +48,12 @@ func newEnv(t testing.TB, dev bool) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return newEnvOn(t, dev, st)
+}
+
+// newEnvOn is newEnv over st, which the caller closes.
+func newEnvOn(t testing.TB, dev bool, st store.Store) *env {
+	t.Helper()
 	k, err := keys.GenerateKEK(nil)
 	if err != nil {
 		t.Fatal(err)
