@@ -95,7 +95,8 @@ type LifecycleTx interface {
 	// signature segments (Token's first and last): each c MUST be its
 	// license's current certificate with the same payload segment, jti and
 	// times, signed again (keys.ResignJWS). ENotFound if a license has no
-	// certificate; EInvalid if a Token is not a JWS.
+	// certificate; EInvalid, writing nothing, if a Token is not a JWS. On
+	// an error the caller MUST abandon the transaction.
 	ResignCertificates(cs []*Certificate) error
 	// Certificate returns a license's current certificate, or ENotFound.
 	Certificate(licenseID string) (*Certificate, error)
@@ -137,8 +138,8 @@ type LifecycleTx interface {
 // token: what a re-sign changes (ResignCertificates stores them apart
 // from the checked-out token, whose payload segment it keeps).
 func JWSEnds(token string) (header, signature string, ok bool) {
-	i, j := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
-	if i < 0 || j <= i {
+	i, j, ok := jwsDots(token)
+	if !ok {
 		return "", "", false
 	}
 	return token[:i], token[j+1:], true
@@ -147,9 +148,15 @@ func JWSEnds(token string) (header, signature string, ok bool) {
 // ResignedToken is the checked-out token with its header and signature
 // segments replaced by a re-sign's; token itself if it is not a JWS.
 func ResignedToken(token, header, signature string) string {
-	i, j := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
-	if i < 0 || j <= i {
+	i, j, ok := jwsDots(token)
+	if !ok {
 		return token
 	}
 	return header + token[i:j+1] + signature
+}
+
+// jwsDots returns the indexes of the first and last dots of a compact JWS.
+func jwsDots(token string) (first, last int, ok bool) {
+	first, last = strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
+	return first, last, first >= 0 && last > first
 }

@@ -67,12 +67,10 @@ func (t *tx) CreateLicenses(ls []*keyward.License) error {
 	return chunkRanges(len(ls), func(from, to int) error {
 		args := make([]any, 0, 13*(to-from))
 		for _, l := range ls[from:to] {
-			ents, err := jsonStrings(l.Entitlements)
-			if err != nil {
-				return wrap(err, "create license %s", l.ID)
+			var err error
+			if args, err = licenseArgs(args, l); err != nil {
+				return err
 			}
-			args = append(args, l.ID, l.ProductID, l.Holder, string(l.State), l.KeyPrefix, ents, l.MaxMachines, toNullNanos(l.ExpiresAt),
-				toNanos(l.CreatedAt), toNanos(l.UpdatedAt), l.Reason, toNullNanos(l.LastValidatedAt), l.IssuedBy)
 		}
 		_, err := t.exec(multiInsert("licenses", licenseCols, 13, to-from, ""), args...)
 		if err != nil {
@@ -140,17 +138,10 @@ func (t *tx) AppendAudits(es []*keyward.AuditEntry) error {
 	err = chunkRanges(len(es), func(from, to int) error {
 		args := make([]any, 0, 16*(to-from))
 		for i, e := range es[from:to] {
-			roles, err := jsonStrings(e.Roles)
-			if err != nil {
-				return wrap(err, "append audit %s", e.Action)
+			var err error
+			if args, err = auditArgs(append(args, last+1+int64(from+i)), e); err != nil {
+				return err
 			}
-			approvals, err := jsonStrings(e.ApprovalIDs)
-			if err != nil {
-				return wrap(err, "append audit %s", e.Action)
-			}
-			args = append(args, last+1+int64(from+i), toNanos(e.Time), e.Actor, e.ActorName, e.Action, e.TargetType, e.TargetID,
-				e.Before, e.After, e.Reason, e.RequestID, nullJSON(e.Details),
-				roles, approvals, e.PolicyVersion, e.Rule)
 		}
 		_, err := t.exec(multiInsert("audit", auditCols, 16, to-from, ""), args...)
 		if code, _ := violation(err); code == checkViolation {

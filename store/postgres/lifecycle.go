@@ -88,16 +88,9 @@ func (t *tx) PutCertificates(cs []*store.Certificate) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	last := make(map[string]int, len(cs))
-	for i, c := range cs {
-		last[c.LicenseID] = i
-	}
 	var lic, prod, kid, jti, tok []string
 	var issued, expires []int64
-	for i, c := range cs {
-		if last[c.LicenseID] != i {
-			continue
-		}
+	for _, c := range lastPerLicense(cs) {
 		lic, prod, kid, jti, tok = append(lic, c.LicenseID), append(prod, c.ProductID), append(kid, c.KID), append(jti, c.JTI), append(tok, c.Token)
 		issued, expires = append(issued, toNanos(c.IssuedAt)), append(expires, toNanos(c.ExpiresAt))
 	}
@@ -117,21 +110,31 @@ func (t *tx) PutCertificates(cs []*store.Certificate) error {
 	return wrap(err, "put certificates")
 }
 
+// lastPerLicense returns cs without the certificates of a license named
+// again later: one statement over arrays cannot update a row twice, and
+// one by one the last would win.
+func lastPerLicense(cs []*store.Certificate) []*store.Certificate {
+	last := make(map[string]int, len(cs))
+	for i, c := range cs {
+		last[c.LicenseID] = i
+	}
+	out := make([]*store.Certificate, 0, len(last))
+	for i, c := range cs {
+		if last[c.LicenseID] == i {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // ResignCertificates updates the signature rows of cs in one statement
 // over arrays; the last of a license named twice wins.
 func (t *tx) ResignCertificates(cs []*store.Certificate) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	last := make(map[string]int, len(cs))
-	for i, c := range cs {
-		last[c.LicenseID] = i
-	}
 	var lic, kid, header, sig []string
-	for i, c := range cs {
-		if last[c.LicenseID] != i {
-			continue
-		}
+	for _, c := range lastPerLicense(cs) {
 		h, g, ok := store.JWSEnds(c.Token)
 		if !ok {
 			return keyward.Errorf(keyward.EInvalid, "re-signed certificate %s: not a JWS", c.JTI)

@@ -252,17 +252,25 @@ func licenseErr(err error, l *keyward.License) error {
 }
 
 func (t *tx) CreateLicense(l *keyward.License) error {
-	ents, err := jsonStrings(l.Entitlements)
+	args, err := licenseArgs(nil, l)
 	if err != nil {
-		return wrap(err, "create license %s", l.ID)
+		return err
 	}
-	_, err = t.exec(`INSERT INTO licenses (`+licenseCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		l.ID, l.ProductID, l.Holder, string(l.State), l.KeyPrefix, ents, l.MaxMachines, toNullNanos(l.ExpiresAt),
-		toNanos(l.CreatedAt), toNanos(l.UpdatedAt), l.Reason, toNullNanos(l.LastValidatedAt), l.IssuedBy)
+	_, err = t.exec(`INSERT INTO licenses (`+licenseCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, args...)
 	if err == nil {
 		t.ch.createdLicense(l.ID)
 	}
 	return wrap(licenseErr(err, l), "create license %s", l.ID)
+}
+
+// licenseArgs appends the licenseCols values of l to args.
+func licenseArgs(args []any, l *keyward.License) ([]any, error) {
+	ents, err := jsonStrings(l.Entitlements)
+	if err != nil {
+		return nil, wrap(err, "create license %s", l.ID)
+	}
+	return append(args, l.ID, l.ProductID, l.Holder, string(l.State), l.KeyPrefix, ents, l.MaxMachines, toNullNanos(l.ExpiresAt),
+		toNanos(l.CreatedAt), toNanos(l.UpdatedAt), l.Reason, toNullNanos(l.LastValidatedAt), l.IssuedBy), nil
 }
 
 func (t *tx) License(id string) (*keyward.License, error) {
@@ -445,24 +453,32 @@ func scanAudit(s scanner) (*keyward.AuditEntry, error) {
 // makes that gap-free, and a rolled-back entry frees its number. details
 // stays TEXT, byte for byte: the audit tree hashes it.
 func (t *tx) AppendAudit(e *keyward.AuditEntry) error {
-	roles, err := jsonStrings(e.Roles)
+	args, err := auditArgs(nil, e)
 	if err != nil {
-		return wrap(err, "append audit %s", e.Action)
-	}
-	approvals, err := jsonStrings(e.ApprovalIDs)
-	if err != nil {
-		return wrap(err, "append audit %s", e.Action)
+		return err
 	}
 	err = t.tx.QueryRow(t.ctx, `INSERT INTO audit (`+auditCols+`)
 		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-		RETURNING seq`,
-		toNanos(e.Time), e.Actor, e.ActorName, e.Action, e.TargetType, e.TargetID,
-		e.Before, e.After, e.Reason, e.RequestID, nullJSON(e.Details),
-		roles, approvals, e.PolicyVersion, e.Rule).Scan(&e.Seq)
+		RETURNING seq`, args...).Scan(&e.Seq)
 	if code, _ := violation(err); code == checkViolation {
 		return keyward.Errorf(keyward.EInvalid, "audit entry %s: details are not valid JSON", e.Action)
 	}
 	return wrap(err, "append audit %s", e.Action)
+}
+
+// auditArgs appends the auditCols values of e after seq to args.
+func auditArgs(args []any, e *keyward.AuditEntry) ([]any, error) {
+	roles, err := jsonStrings(e.Roles)
+	if err != nil {
+		return nil, wrap(err, "append audit %s", e.Action)
+	}
+	approvals, err := jsonStrings(e.ApprovalIDs)
+	if err != nil {
+		return nil, wrap(err, "append audit %s", e.Action)
+	}
+	return append(args, toNanos(e.Time), e.Actor, e.ActorName, e.Action, e.TargetType, e.TargetID,
+		e.Before, e.After, e.Reason, e.RequestID, nullJSON(e.Details),
+		roles, approvals, e.PolicyVersion, e.Rule), nil
 }
 
 // AuditEntries returns the entries matching f ordered by seq.

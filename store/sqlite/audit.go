@@ -172,7 +172,7 @@ func (t *tx) insertHashes(stmts []*sql.Stmt, start int64, hs []tlog.Hash) error 
 		for i := range k {
 			args = append(args, start+int64(i), hs[i][:])
 		}
-		res, err := t.tx.StmtContext(t.ctx, stmts[k-1]).ExecContext(quick(t.ctx), args...)
+		res, err := t.execHot(stmts[k-1], args...)
 		if constraint(err) == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY {
 			return keyward.Errorf(keyward.EConflict, "audit hashes from %d: the tree holds more than %d hashes", start, start)
 		}
@@ -404,7 +404,7 @@ func (t *tx) AuditHashes(indexes []int64) ([]tlog.Hash, error) {
 func (t *tx) readHashes(indexes []int64) ([]tlog.Hash, error) {
 	if len(indexes) <= 16 {
 		out := make([]tlog.Hash, len(indexes))
-		stmt := t.tx.StmtContext(t.ctx, t.audit.readHash)
+		stmt := t.stmt(t.audit.readHash)
 		for i, x := range indexes {
 			var b []byte
 			err := stmt.QueryRowContext(quick(t.ctx), x).Scan(&b)

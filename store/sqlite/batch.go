@@ -118,14 +118,7 @@ func (t *tx) CreateLicenses(ls []*keyward.License) error {
 		return nil
 	}
 	err := t.insertBatch(&t.hot.insertLicenses, len(ls), func(i int, args []any) ([]any, error) {
-		l := ls[i]
-		ents, err := jsonStrings(l.Entitlements)
-		if err != nil {
-			return nil, wrap(err, "create license %s", l.ID)
-		}
-		return append(args, l.ID, l.ProductID, l.Holder, string(l.State), l.KeyPrefix, ents, l.MaxMachines,
-			toNullNanos(l.ExpiresAt), toNanos(l.CreatedAt), toNanos(l.UpdatedAt), l.Reason,
-			toNullNanos(l.LastValidatedAt), l.IssuedBy), nil
+		return licenseArgs(args, ls[i])
 	}, nil)
 	if err == nil {
 		return nil
@@ -188,18 +181,7 @@ func (t *tx) AppendAudits(es []*keyward.AuditEntry) error {
 		return err
 	}
 	err = t.insertBatch(&t.hot.insertAudits, len(es), func(i int, args []any) ([]any, error) {
-		e := es[i]
-		roles, err := jsonStrings(e.Roles)
-		if err != nil {
-			return nil, wrap(err, "append audit %s", e.Action)
-		}
-		approvals, err := jsonStrings(e.ApprovalIDs)
-		if err != nil {
-			return nil, wrap(err, "append audit %s", e.Action)
-		}
-		return append(args, last+1+int64(i), toNanos(e.Time), e.Actor, e.ActorName, e.Action, e.TargetType, e.TargetID,
-			e.Before, e.After, e.Reason, e.RequestID, nullJSON(e.Details),
-			roles, approvals, e.PolicyVersion, e.Rule), nil
+		return auditArgs(append(args, last+1+int64(i)), es[i])
 	}, nil)
 	if err != nil {
 		from, _ := rowsOf(err, len(es))

@@ -165,9 +165,15 @@ func (s *hotStmts) resignQueries() []struct {
 }
 
 // ResignCertificates writes the narrow signature rows only, in chunks of
-// statements prepared once per connection pool: through the pure-Go
-// driver, parsing a 128-row statement cost more than running it.
+// statements prepared once per connection pool instead of parsed per
+// chunk (docs/benchmarks.md, "Narrow signature rows"). Every token is
+// checked before the first chunk is written.
 func (t *tx) ResignCertificates(cs []*store.Certificate) error {
+	for _, c := range cs {
+		if _, _, ok := store.JWSEnds(c.Token); !ok {
+			return keyward.Errorf(keyward.EInvalid, "re-signed certificate %s: not a JWS", c.JTI)
+		}
+	}
 	args := make([]any, 0, 5*resignChunks[0])
 	for len(cs) > 0 {
 		k := 0
@@ -177,10 +183,7 @@ func (t *tx) ResignCertificates(cs []*store.Certificate) error {
 		n := resignChunks[k]
 		args = args[:0]
 		for _, c := range cs[:n] {
-			header, sig, ok := store.JWSEnds(c.Token)
-			if !ok {
-				return keyward.Errorf(keyward.EInvalid, "re-signed certificate %s: not a JWS", c.JTI)
-			}
+			header, sig, _ := store.JWSEnds(c.Token)
 			args = append(args, c.LicenseID, c.KID, toNanos(c.ExpiresAt), header, sig)
 		}
 		_, err := t.execHot(t.hot.resign[k], args...)
@@ -228,8 +231,8 @@ func (t *tx) CountCertificates(f store.CertificateFilter) (int, error) {
 
 // resignCandidatesQuery reads re-sign candidates; a re-sign batch runs it
 // once per chunk it reads, so it is prepared once per pool (stmts.go):
-// parsing and planning the three-table join cost about as much as reading
-// a chunk of 32 rows.
+// parsing and planning the three-table join per chunk cost ≈ 4 µs per
+// certificate (docs/benchmarks.md, "Pipelined batches").
 const resignCandidatesQuery = `SELECT c.license_id, c.product_id, s.kid, c.jti, c.issued_at, c.expires_at, c.token, s.header_b64, s.signature_b64,
 		l.state = 'active' AND (l.expires_at IS NULL OR l.expires_at > ?1)
 	FROM certificate_signatures s JOIN license_certificates c ON c.license_id = s.license_id JOIN licenses l ON l.id = s.license_id
@@ -346,7 +349,7 @@ const expiryIndexMax = 10_000
 //
 // SQLite keeps no statistics here (no ANALYZE), so for "expiring before at,
 // in id order, first n" it walks every license in id order and tests each:
-// with 1M licenses and none expiring that is a full scan (about 1 s of CPU),
+// with 1M licenses and none expiring that is a full scan (0.5–1 s of CPU),
 // and the expiry and notice sweeps ran it twice per scheduler tick, under
 // validation load (docs/benchmarks.md, issue 9). So the candidates are
 // first counted in the partial expiry index (index only, stopping at

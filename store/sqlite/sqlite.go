@@ -68,10 +68,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	// The writer's page cache is 64 MiB instead of SQLite's 2 MiB: batch
 	// issuance inserts 10 000 random key hashes per transaction into an
 	// index of a million, whose pages a 2 MiB cache kept reading back from
-	// the file (14 % of the server's CPU profile; 5 % with 64 MiB). At 1M
-	// licenses it took server CPU per license from 189–216 µs to 178–205 µs
-	// (interleaved, docs/benchmarks.md issue 9). It fills only as pages are
-	// used: about 40 MiB more RSS after seeding 1M licenses.
+	// the file. At 1M licenses it took server CPU per license from
+	// 189–216 µs to 178–205 µs (interleaved, docs/benchmarks.md issue 9).
+	// It fills only as pages are used: RSS after the 1M-license load was
+	// 140–161 MiB instead of 117 MiB.
 	write, err := sql.Open("sqlite", dsn(abs, "_txlock=immediate&_pragma=cache_size(-65536)"))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)

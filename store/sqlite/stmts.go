@@ -9,10 +9,9 @@ import (
 
 // hotStmts are the statements that run once per license in a batch
 // issuance (10 000 per transaction), once per buffered last-seen time, and
-// on every validation that misses the cache. Through the pure-Go driver,
-// parsing and planning such a statement took longer than running it: a
-// CPU profile of batch issuance at 1M licenses spent a quarter of the
-// server's time in sqlite3_prepare (docs/benchmarks.md, issue 9). So they
+// on every validation that misses the cache. Parsed per run, they cost a
+// quarter of the server's CPU in a profile of batch issuance at 1M
+// licenses (docs/benchmarks.md, issue 9). So they
 // are prepared once per connection pool at Open (a pool of one connection
 // cannot prepare while a transaction holds it), bound to a transaction once
 // (tx.stmt) and run with quick contexts.
@@ -54,8 +53,9 @@ func (s *hotStmts) queries() []struct {
 		{&s.insertLicense, `INSERT INTO licenses (` + licenseCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&s.insertLicenseKey, `INSERT INTO license_keys (` + licenseKeyCols + `) VALUES (?, ?, ?, ?, ?, ?)`},
 		// AppendAudit numbers the entry max(seq)+1 (see there). These two
-		// read the new seq as the last inserted rowid: RETURNING cost
-		// about 10 µs more per row (a result set per insert).
+		// read the new seq as the last inserted rowid: with RETURNING (a
+		// result set per insert) a micro-benchmark took 28 instead of
+		// 18.8 µs per row (docs/benchmarks.md, issue 9).
 		{&s.insertAudit, `INSERT INTO audit (` + auditCols + `)
 			VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM audit), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&s.insertEvent, `INSERT INTO outbox (id, type, time, subject, data) VALUES (?, ?, ?, ?, ?)`},

@@ -22,8 +22,8 @@ type tx struct {
 	ctx   context.Context
 	tx    *sql.Tx
 	audit *auditStmts // prepared statements of the pool tx runs on
-	tree  treeTx      // the audit tree's right edge, in an Update
 	hot   *hotStmts   // likewise
+	tree  treeTx      // the audit tree's right edge, in an Update
 	bound map[*sql.Stmt]*sql.Stmt
 }
 
@@ -247,15 +247,23 @@ func licenseErr(err error, l *keyward.License) error {
 }
 
 func (t *tx) CreateLicense(l *keyward.License) error {
+	args, err := licenseArgs(nil, l)
+	if err != nil {
+		return err
+	}
+	_, err = t.execHot(t.hot.insertLicense, args...)
+	return wrap(licenseErr(err, l), "create license %s", l.ID)
+}
+
+// licenseArgs appends the licenseCols values of l to args.
+func licenseArgs(args []any, l *keyward.License) ([]any, error) {
 	ents, err := jsonStrings(l.Entitlements)
 	if err != nil {
-		return wrap(err, "create license %s", l.ID)
+		return nil, wrap(err, "create license %s", l.ID)
 	}
-	_, err = t.execHot(t.hot.insertLicense,
-		l.ID, l.ProductID, l.Holder, l.State, l.KeyPrefix, ents, l.MaxMachines,
+	return append(args, l.ID, l.ProductID, l.Holder, string(l.State), l.KeyPrefix, ents, l.MaxMachines,
 		toNullNanos(l.ExpiresAt), toNanos(l.CreatedAt), toNanos(l.UpdatedAt), l.Reason,
-		toNullNanos(l.LastValidatedAt), l.IssuedBy)
-	return wrap(licenseErr(err, l), "create license %s", l.ID)
+		toNullNanos(l.LastValidatedAt), l.IssuedBy), nil
 }
 
 func (t *tx) License(id string) (*keyward.License, error) {
@@ -426,19 +434,12 @@ func scanAudit(s scanner) (*keyward.AuditEntry, error) {
 // AppendAudit numbers e max(seq)+1: the write lock held by the transaction
 // makes that gap-free, and a rolled-back entry frees its number.
 func (t *tx) AppendAudit(e *keyward.AuditEntry) error {
-	roles, err := jsonStrings(e.Roles)
+	args, err := auditArgs(nil, e)
 	if err != nil {
-		return wrap(err, "append audit %s", e.Action)
-	}
-	approvals, err := jsonStrings(e.ApprovalIDs)
-	if err != nil {
-		return wrap(err, "append audit %s", e.Action)
+		return err
 	}
 	// seq is the table's rowid, so the new row's rowid is its seq.
-	res, err := t.execHot(t.hot.insertAudit,
-		toNanos(e.Time), e.Actor, e.ActorName, e.Action, e.TargetType, e.TargetID,
-		e.Before, e.After, e.Reason, e.RequestID, nullJSON(e.Details),
-		roles, approvals, e.PolicyVersion, e.Rule)
+	res, err := t.execHot(t.hot.insertAudit, args...)
 	if err == nil {
 		e.Seq, err = res.LastInsertId()
 	}
@@ -446,6 +447,21 @@ func (t *tx) AppendAudit(e *keyward.AuditEntry) error {
 		return keyward.Errorf(keyward.EInvalid, "audit entry %s: details are not valid JSON", e.Action)
 	}
 	return wrap(err, "append audit %s", e.Action)
+}
+
+// auditArgs appends the auditCols values of e after seq to args.
+func auditArgs(args []any, e *keyward.AuditEntry) ([]any, error) {
+	roles, err := jsonStrings(e.Roles)
+	if err != nil {
+		return nil, wrap(err, "append audit %s", e.Action)
+	}
+	approvals, err := jsonStrings(e.ApprovalIDs)
+	if err != nil {
+		return nil, wrap(err, "append audit %s", e.Action)
+	}
+	return append(args, toNanos(e.Time), e.Actor, e.ActorName, e.Action, e.TargetType, e.TargetID,
+		e.Before, e.After, e.Reason, e.RequestID, nullJSON(e.Details),
+		roles, approvals, e.PolicyVersion, e.Rule), nil
 }
 
 // AuditEntries returns the entries matching f ordered by seq.

@@ -125,17 +125,7 @@ func testCertificatesRoundTrip(t *testing.T, s store.Store) {
 		return tx.Certificates(store.CertificateFilter{})
 	}), []*store.Certificate{c1b, c2})
 	// More than one statement's worth in one call.
-	var many []*store.Certificate
-	update(t, s, func(tx store.Tx) error {
-		for i := range 300 {
-			l := newLicense(fmt.Sprintf("m%03d", i), "p1")
-			if err := tx.CreateLicense(l); err != nil {
-				return err
-			}
-			many = append(many, newCert(l.ID, "k3", day))
-		}
-		return tx.PutCertificates(many)
-	})
+	putManyCertificates(t, s, 300, "k3")
 	if n := get(t, s, func(tx store.Tx) (int, error) { return tx.CountCertificates(store.CertificateFilter{KID: "k3"}) }); n != 300 {
 		t.Errorf("CountCertificates(k3) = %d, want 300", n)
 	}
@@ -362,18 +352,10 @@ func testResignCertificates(t *testing.T, s store.Store) {
 	wantEqual(t, "Certificate(l1) put after re-sign", get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("l1") }), c1c)
 	wantEqual(t, "Certificate(l2) untouched", get(t, s, func(tx store.Tx) (*store.Certificate, error) { return tx.Certificate("l2") }), c2)
 	// More than one statement's worth, and a remainder.
-	var many, again []*store.Certificate
-	update(t, s, func(tx store.Tx) error {
-		for i := range 300 {
-			l := newLicense(fmt.Sprintf("m%03d", i), "p1")
-			if err := tx.CreateLicense(l); err != nil {
-				return err
-			}
-			many = append(many, newCert(l.ID, "k5", day))
-			again = append(again, resigned(many[i], "k6"))
-		}
-		return tx.PutCertificates(many)
-	})
+	var again []*store.Certificate
+	for _, c := range putManyCertificates(t, s, 300, "k5") {
+		again = append(again, resigned(c, "k6"))
+	}
 	update(t, s, func(tx store.Tx) error { return tx.ResignCertificates(again[:299]) })
 	if n := get(t, s, func(tx store.Tx) (int, error) { return tx.CountCertificates(store.CertificateFilter{KID: "k6"}) }); n != 299 {
 		t.Errorf("CountCertificates(k6) = %d, want 299", n)
@@ -385,9 +367,36 @@ func testResignCertificates(t *testing.T, s store.Store) {
 	wantCode(t, "ResignCertificates(no certificate)", updateErr(t, s, func(tx store.Tx) error {
 		return tx.ResignCertificates([]*store.Certificate{resigned(newCert("l3", "k1", day), "k2")})
 	}), keyward.ENotFound)
-	wantCode(t, "ResignCertificates(not a JWS)", updateErr(t, s, func(tx store.Tx) error {
-		r := resigned(c2, "k2")
-		r.Token = "nodots"
-		return tx.ResignCertificates([]*store.Certificate{r})
-	}), keyward.EInvalid)
+	// A token that is not a JWS is refused before anything is written,
+	// even the certificates before it.
+	update(t, s, func(tx store.Tx) error {
+		bad := resigned(c2, "k2")
+		bad.Token = "nodots"
+		err := tx.ResignCertificates([]*store.Certificate{resigned(c2, "k2"), bad})
+		wantCode(t, "ResignCertificates(not a JWS)", err, keyward.EInvalid)
+		got, err := tx.Certificate("l2")
+		if err != nil {
+			return err
+		}
+		wantEqual(t, "Certificate(l2) after a refused re-sign", got, c2)
+		return nil
+	})
+}
+
+// putManyCertificates creates licenses m000, m001, … (product p1, made by
+// withLicenses) and puts a certificate by kid for each, in one call.
+func putManyCertificates(t *testing.T, s store.Store, n int, kid string) []*store.Certificate {
+	t.Helper()
+	var cs []*store.Certificate
+	update(t, s, func(tx store.Tx) error {
+		for i := range n {
+			l := newLicense(fmt.Sprintf("m%03d", i), "p1")
+			if err := tx.CreateLicense(l); err != nil {
+				return err
+			}
+			cs = append(cs, newCert(l.ID, kid, day))
+		}
+		return tx.PutCertificates(cs)
+	})
+	return cs
 }

@@ -1,9 +1,8 @@
 -- 0010: the current signature of each current certificate, apart from the
 -- certificate (docs/lifecycle.md section 4). A re-sign keeps the payload
 -- byte for byte and changes only the JWS header (kid) and signature, so it
--- writes this narrow row and never the ~600-byte token: bulk re-signing
--- after a rotation writes a sixth of the pages (docs/benchmarks.md, "Bulk
--- re-sign"). license_certificates keeps the token as checked out;
+-- writes this narrow row and never the ~600-byte token (docs/benchmarks.md,
+-- "Bulk re-sign"). license_certificates keeps the token as checked out;
 -- header_b64 and signature_b64 are NULL until the certificate is
 -- re-signed, then replace the token's first and last segments. kid and
 -- expires_at are the certificate's current ones (expires_at never changes).
