@@ -3,13 +3,13 @@ package audit_test
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/keyward/keyward/internal/cputime"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/audit"
+	"github.com/keyward/keyward/internal/cputime"
 	"github.com/keyward/keyward/keys"
 	"github.com/keyward/keyward/store"
 	"github.com/keyward/keyward/store/sqlite"

@@ -12,8 +12,8 @@ import (
 
 // Fast paths for the canonical encoding. Every audited state change
 // encodes its entry (and canonicalizes its details) once, and through
-// encoding/json's reflection that cost about as much as storing the tree
-// hashes. Each fast path handles a common subset of inputs for which its
+// encoding/json's reflection that was a large part of what the tree
+// costs a change. Each fast path handles a common subset of inputs for which its
 // output is plainly what encoding/json writes, and leaves everything else
 // to encoding/json; the tests compare the two on generated inputs.
 
@@ -263,18 +263,12 @@ func (p *canonParser) array(depth int) (canonValue, bool) {
 			return canonValue{}, false
 		}
 		v.elems = append(v.elems, e)
-		p.space()
-		if p.i >= len(p.in) {
+		more, ok := p.next(']')
+		if !ok {
 			return canonValue{}, false
 		}
-		switch p.in[p.i] {
-		case ',':
-			p.i++
-		case ']':
-			p.i++
+		if !more {
 			return v, true
-		default:
-			return canonValue{}, false
 		}
 	}
 }
@@ -307,26 +301,40 @@ func (p *canonParser) object(depth int) (canonValue, bool) {
 			return canonValue{}, false
 		}
 		v.members = append(v.members, canonMember{key, val})
-		p.space()
-		if p.i >= len(p.in) {
+		more, ok := p.next('}')
+		if !ok {
 			return canonValue{}, false
 		}
-		switch p.in[p.i] {
-		case ',':
-			p.i++
-		case '}':
-			p.i++
-			// encoding/json sorts a map's keys; a duplicate key keeps
-			// the last value, which is left to it.
-			slices.SortStableFunc(v.members, func(a, b canonMember) int { return bytes.Compare(a.key, b.key) })
-			for i := 1; i < len(v.members); i++ {
-				if string(v.members[i-1].key) == string(v.members[i].key) {
-					return canonValue{}, false
-				}
+		if more {
+			continue
+		}
+		// encoding/json sorts a map's keys; a duplicate key keeps the
+		// last value, which is left to it.
+		slices.SortStableFunc(v.members, func(a, b canonMember) int { return bytes.Compare(a.key, b.key) })
+		for i := 1; i < len(v.members); i++ {
+			if string(v.members[i-1].key) == string(v.members[i].key) {
+				return canonValue{}, false
 			}
-			return v, true
-		default:
-			return canonValue{}, false
 		}
+		return v, true
 	}
+}
+
+// next reads what follows an element of an array or a member of an
+// object: white space, then ',' (more is true) or end (more is false); ok
+// is false for anything else.
+func (p *canonParser) next(end byte) (more, ok bool) {
+	p.space()
+	if p.i >= len(p.in) {
+		return false, false
+	}
+	switch p.in[p.i] {
+	case ',':
+		p.i++
+		return true, true
+	case end:
+		p.i++
+		return false, true
+	}
+	return false, false
 }

@@ -223,8 +223,8 @@ func (a *Authority) IssueLicenses(ctx context.Context, r IssueRequest, count int
 }
 
 // issueDetails are the audit details (and event data details) of an
-// issued license. A struct rather than a map: a batch encodes them 20 000
-// times, and the fields, in key order, encode to the same JSON as the map
+// issued license. A struct rather than a map: a batch encodes one per
+// license, and the fields, in key order, encode to the same JSON as the map
 // they replace.
 type issueDetails struct {
 	Holder        string `json:"holder"`

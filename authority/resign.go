@@ -253,9 +253,10 @@ func (c *signedChunk) signed() bool {
 // id after, at most limit, through tx: it reads them in chunks (keyset
 // pagination on the license id, all in tx) and hands each chunk to the
 // signers as soon as it is read; GOMAXPROCS-1 goroutines sign
-// (keys.ResignJWS: the same payload under signer's header) while this one
-// reads the next chunk, then calls onRead with what it read, then writes
-// the signed chunks in order and signs along until the next is complete.
+// (keys.Resigner: the same payload under signer's header) while this one
+// reads the next chunk and writes, in order, the chunks already signed.
+// Once everything is read it calls onRead with what it read, then writes
+// the remaining chunks in order, signing along until the next is complete.
 // tx is used by this goroutine only, and no goroutine is left running when
 // it returns.
 func (a *Authority) resignPipeline(tx store.Tx, signer keys.Signer, kid string, now time.Time, after string, limit int, onRead func(*resignResult) error) error {
@@ -264,12 +265,13 @@ func (a *Authority) resignPipeline(tx store.Tx, signer keys.Signer, kid string, 
 		i int
 	}
 	work := make(chan item, limit)
+	resigner := keys.NewResigner(signer)
 	var stop atomic.Bool
 	sign := func(it item) {
 		c := it.c
 		if !stop.Load() {
 			cert := c.cs[it.i]
-			tok, err := keys.ResignJWS(signer, cert.Token)
+			tok, err := resigner.Resign(cert.Token)
 			if err != nil {
 				c.errs[it.i] = fmt.Errorf("re-sign certificate %s of license %s: %w", cert.JTI, cert.LicenseID, err)
 			} else {

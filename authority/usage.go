@@ -160,8 +160,10 @@ func (lu *licenseUsage) due(u policy.Usage, o *observation) bool {
 		u.FailedValidationsInRow != ev.FailedValidationsInRow {
 		return true
 	}
-	return u.ValidationsPerMinute > lu.rateQuiet &&
-		u.ValidationsPerMinute >= ev.ValidationsPerMinute+max(1, ev.ValidationsPerMinute>>evalGrowthShift)
+	if lu.rateQuiet > 0 { // the rules are false up to it, and may fire right above it
+		return u.ValidationsPerMinute > lu.rateQuiet
+	}
+	return u.ValidationsPerMinute >= ev.ValidationsPerMinute+max(1, ev.ValidationsPerMinute>>evalGrowthShift)
 }
 
 // observe counts one validation and returns the license's usage after it,

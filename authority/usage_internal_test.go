@@ -349,6 +349,29 @@ func TestUsageRateQuiet(t *testing.T) {
 	}
 }
 
+// TestUsageRateQuietExact: a bound just above the rate of the last
+// evaluation reopens the gate right above it, closer than the 1/256 growth
+// step: a threshold of 1000 found at a rate of 999 fires at 1001.
+func TestUsageRateQuietExact(t *testing.T) {
+	tr := newUsageTracker(0)
+	o := observation{now: t0, active: true, version: 1}
+	for range 998 {
+		tr.observe("l1", o)
+	}
+	o.now += evalEvery // due again by time, at a rate of 999
+	ob := tr.observe("l1", o)
+	if !ob.evaluate || ob.usage.ValidationsPerMinute != 999 {
+		t.Fatalf("rate %d after evalEvery: evaluate = %v, want 999, true", ob.usage.ValidationsPerMinute, ob.evaluate)
+	}
+	tr.setRateQuiet("l1", ob.seq, 1000)
+	if ob := tr.observe("l1", o); ob.evaluate {
+		t.Fatalf("evaluated at rate %d, the bound", ob.usage.ValidationsPerMinute)
+	}
+	if ob := tr.observe("l1", o); !ob.evaluate || ob.usage.ValidationsPerMinute != 1001 {
+		t.Fatalf("rate %d above the bound 1000: evaluate = %v", ob.usage.ValidationsPerMinute, ob.evaluate)
+	}
+}
+
 // TestQuietRate: the bound is the exact threshold of a rule on the rate,
 // twice the rate (at least 64 more) far from it, and no bound where a rule
 // fails to evaluate.

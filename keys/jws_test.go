@@ -371,16 +371,24 @@ func TestResignJWS(t *testing.T) {
 	}
 }
 
-// TestResignJWSMangled: ResignJWS refuses exactly the tokens ParseJWS
-// refuses, for every byte flipped and every cut of a valid token.
+// TestResignJWSMangled: ResignJWS, and a Resigner that has seen the valid
+// token's header, refuse exactly the tokens ParseJWS refuses, for every
+// byte flipped and every cut of a valid token.
 func TestResignJWSMangled(t *testing.T) {
 	k := mustGenerate(t, keys.Ed25519)
 	tok := mustSignJWS(t, k, "license+jwt", []byte(`{"sub":"lic_1","jti":"crt_1","exp":2}`))
+	r := keys.NewResigner(k)
 	check := func(s string) {
 		_, perr := keys.ParseJWS(s)
 		_, rerr := keys.ResignJWS(k, s)
 		if (perr == nil) != (rerr == nil) {
 			t.Errorf("ResignJWS(%q) = %v, ParseJWS = %v", s, rerr, perr)
+		}
+		if _, err := r.Resign(tok); err != nil { // the valid header is the last one seen
+			t.Fatalf("Resign(valid token) = %v", err)
+		}
+		if _, rerr = r.Resign(s); (perr == nil) != (rerr == nil) {
+			t.Errorf("Resigner.Resign(%q) = %v, ParseJWS = %v", s, rerr, perr)
 		}
 	}
 	for i := range len(tok) {

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -40,8 +41,9 @@ func BenchmarkResignParts(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	var last atomic.Pointer[checkedHeader]
 	for b.Loop() {
-		if _, _, err := resignParts(tok); err != nil {
+		if _, _, err := resignParts(tok, &last); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -59,10 +61,11 @@ func TestResignPartsHeaderCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if typ, _, err := resignParts(tok); err != nil || typ != "keyward-cert+jwt" {
+	var last atomic.Pointer[checkedHeader]
+	if typ, _, err := resignParts(tok, &last); err != nil || typ != "keyward-cert+jwt" {
 		t.Fatalf("resignParts = %q, %v", typ, err)
 	}
-	if c := lastHeader.Load(); c == nil || c.seg != tok[:strings.IndexByte(tok, '.')] {
+	if c := last.Load(); c == nil || c.seg != tok[:strings.IndexByte(tok, '.')] {
 		t.Fatalf("header not cached: %+v", c)
 	}
 	h := strings.IndexByte(tok, '.')
@@ -72,8 +75,8 @@ func TestResignPartsHeaderCache(t *testing.T) {
 				continue
 			}
 			bad := tok[:i] + string(c) + tok[i+1:]
-			lastHeader.Store(&checkedHeader{seg: tok[:h], typ: "keyward-cert+jwt"})
-			typ, _, err := resignParts(bad)
+			last.Store(&checkedHeader{seg: tok[:h], typ: "keyward-cert+jwt"})
+			typ, _, err := resignParts(bad, &last)
 			if err == nil && typ == "keyward-cert+jwt" {
 				// A different header that still parses must say the same
 				// typ only if it really does: decode it to compare.
