@@ -180,6 +180,15 @@ func TestBadInput(t *testing.T) {
 		{"BadHolder", "POST", "/v1/licenses", "application/json", `{"product":"acme","holder":""}`, true, 400, keyward.EInvalid},
 		{"BadExpiry", "POST", "/v1/licenses", "application/json", `{"product":"acme","holder":"c","expires_at":"tomorrow"}`, true, 400, keyward.EMalformed},
 		{"NoToken", "POST", "/v1/licenses", "application/json", `{"product":"acme","holder":"c"}`, false, 401, keyward.EUnauthenticated},
+		// POST /v1/validate decodes its body by hand (api/fastjson.go) and
+		// must refuse what decode refuses, with the same codes.
+		{"ValidateMalformed", "POST", "/v1/validate", "application/json", `{"key":`, false, 400, keyward.EMalformed},
+		{"ValidateUnknownField", "POST", "/v1/validate", "application/json", `{"key":"k","color":"red"}`, false, 400, keyward.EMalformed},
+		{"ValidateWrongType", "POST", "/v1/validate", "application/json", `{"key":7}`, false, 400, keyward.EMalformed},
+		{"ValidateTrailingData", "POST", "/v1/validate", "application/json", `{"key":"k"} {}`, false, 400, keyward.EMalformed},
+		{"ValidateEmptyBody", "POST", "/v1/validate", "application/json", ``, false, 400, keyward.EMalformed},
+		{"ValidateOversized", "POST", "/v1/validate", "application/json", `{"key":"` + strings.Repeat("x", api.MaxBodyBytes) + `"}`, false, 413, keyward.ETooLarge},
+		{"ValidateWrongContentType", "POST", "/v1/validate", "text/plain", `{"key":"k"}`, false, 415, keyward.EUnsupportedMedia},
 		{"KeyWrongShape", "POST", "/v1/validate", "application/json", `{"key":"KW1-ABC"}`, false, 400, keyward.EInvalidLicenseKey},
 		{"KeyTypo", "POST", "/v1/validate", "application/json", `{"key":"KW1-00000-00000-00000-00000-00009"}`, false, 400, keyward.EInvalidLicenseKey},
 		{"KeyMissing", "POST", "/v1/validate", "application/json", `{}`, false, 400, keyward.EInvalid},

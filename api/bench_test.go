@@ -3,7 +3,6 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"github.com/keyward/keyward/internal/cputime"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/api"
+	"github.com/keyward/keyward/internal/cputime"
 )
 
 // BenchmarkValidate measures the handler path of POST /v1/validate without

@@ -20,9 +20,11 @@ import (
 // appendValidationJSON appends v as json.NewEncoder(w).Encode(v) writes it
 // (a trailing newline included); ok is false, and b unchanged, when v
 // holds something only encoding/json should write (a string that needs
-// escaping is handled; a time outside RFC 3339 is not).
+// escaping is handled; a time plainTime refuses is not).
 func appendValidationJSON(b []byte, v *Validation) (_ []byte, ok bool) {
-	n := len(b)
+	if !plainTimes(v) {
+		return b, false
+	}
 	b = append(b, `{"valid":`...)
 	b = strconv.AppendBool(b, v.Valid)
 	b = append(b, `,"code":`...)
@@ -61,26 +63,18 @@ func appendValidationJSON(b []byte, v *Validation) (_ []byte, ok bool) {
 		b = append(b, `,"max_machines":`...)
 		b = strconv.AppendInt(b, int64(l.MaxMachines), 10)
 		b = append(b, `,"expires_at":`...)
-		if b, ok = appendJSONTimePtr(b, l.ExpiresAt); !ok {
-			return b[:n], false
-		}
+		b = appendJSONTimePtr(b, l.ExpiresAt)
 		b = append(b, `,"created_at":`...)
-		if b, ok = appendJSONTime(b, l.CreatedAt); !ok {
-			return b[:n], false
-		}
+		b = appendJSONTime(b, l.CreatedAt)
 		b = append(b, `,"updated_at":`...)
-		if b, ok = appendJSONTime(b, l.UpdatedAt); !ok {
-			return b[:n], false
-		}
+		b = appendJSONTime(b, l.UpdatedAt)
 		if l.Reason != "" {
 			b = append(b, `,"reason":`...)
 			b = appendJSONString(b, l.Reason)
 		}
 		if l.LastValidatedAt != nil {
 			b = append(b, `,"last_validated_at":`...)
-			if b, ok = appendJSONTime(b, *l.LastValidatedAt); !ok {
-				return b[:n], false
-			}
+			b = appendJSONTime(b, *l.LastValidatedAt)
 		}
 		b = append(b, '}')
 	}
@@ -92,22 +86,16 @@ func appendValidationJSON(b []byte, v *Validation) (_ []byte, ok bool) {
 		b = append(b, `,"fingerprint":`...)
 		b = appendJSONString(b, m.Fingerprint)
 		b = append(b, `,"created_at":`...)
-		if b, ok = appendJSONTime(b, m.CreatedAt); !ok {
-			return b[:n], false
-		}
+		b = appendJSONTime(b, m.CreatedAt)
 		b = append(b, `,"last_seen_at":`...)
-		if b, ok = appendJSONTime(b, m.LastSeenAt); !ok {
-			return b[:n], false
-		}
+		b = appendJSONTime(b, m.LastSeenAt)
 		b = append(b, '}')
 	}
 	if ls := v.Lease; ls != nil {
 		b = append(b, `,"lease":{"token":`...)
 		b = appendJSONString(b, ls.Token)
 		b = append(b, `,"expires_at":`...)
-		if b, ok = appendJSONTime(b, ls.ExpiresAt); !ok {
-			return b[:n], false
-		}
+		b = appendJSONTime(b, ls.ExpiresAt)
 		b = append(b, '}')
 	}
 	return append(b, "}\n"...), true
@@ -128,20 +116,42 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// appendJSONTime appends t as time.Time.MarshalJSON does; false for the
-// times it refuses or writes with an offset (left to encoding/json).
-func appendJSONTime(b []byte, t time.Time) ([]byte, bool) {
-	if _, off := t.Zone(); off != 0 || t.Year() < 0 || t.Year() > 9999 {
-		return b, false
+// plainTimes reports whether every time in v is plainTime.
+func plainTimes(v *Validation) bool {
+	if l := v.License; l != nil {
+		if !plainTime(l.CreatedAt) || !plainTime(l.UpdatedAt) ||
+			l.ExpiresAt != nil && !plainTime(*l.ExpiresAt) ||
+			l.LastValidatedAt != nil && !plainTime(*l.LastValidatedAt) {
+			return false
+		}
 	}
-	b = append(b, '"')
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"'), true
+	if m := v.Machine; m != nil && (!plainTime(m.CreatedAt) || !plainTime(m.LastSeenAt)) {
+		return false
+	}
+	if ls := v.Lease; ls != nil && !plainTime(ls.ExpiresAt) {
+		return false
+	}
+	return true
 }
 
-func appendJSONTimePtr(b []byte, t *time.Time) ([]byte, bool) {
+// plainTime reports whether appendJSONTime writes t as
+// time.Time.MarshalJSON does: false for the times MarshalJSON refuses or
+// writes with an offset (left to encoding/json).
+func plainTime(t time.Time) bool {
+	_, off := t.Zone()
+	return off == 0 && t.Year() >= 0 && t.Year() <= 9999
+}
+
+// appendJSONTime appends a plainTime t as time.Time.MarshalJSON does.
+func appendJSONTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+func appendJSONTimePtr(b []byte, t *time.Time) []byte {
 	if t == nil {
-		return append(b, "null"...), true
+		return append(b, "null"...)
 	}
 	return appendJSONTime(b, *t)
 }

@@ -77,8 +77,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	case errors.As(err, new(usageErr)) || isCobraUsage(err):
 		fmt.Fprintf(stderr, "keyward: %v\n", err)
-		if kid := dashedKID(args[1:]); kid != "" && strings.Contains(err.Error(), "flag") {
+		// Not only on "unknown flag": a key id beginning "-o" reads as
+		// --output with a value, and the error is a missing argument.
+		if kid := dashedKID(args[1:]); kid != "" {
 			fmt.Fprintf(stderr, "keyward: the key id %s begins with \"-\", which reads as flags: put \"--\" before it, after the flags (e.g. keyward key show -- %s)\n", kid, kid)
+		}
+		if f := flagAfterDashes(args[1:]); f != "" {
+			fmt.Fprintf(stderr, "keyward: %s comes after \"--\", so it reads as an argument: put flags before \"--\" (e.g. keyward key revoke --reason key_compromise -- KID)\n", f)
 		}
 		return 2
 	default:
@@ -99,6 +104,22 @@ func dashedKID(args []string) string {
 		}
 		if kidLike.MatchString(a) {
 			return a
+		}
+	}
+	return ""
+}
+
+// flagAfterDashes returns the first argument after "--" that looks like a
+// flag ("--reason"): after "--" it is read as an argument.
+func flagAfterDashes(args []string) string {
+	for i, a := range args {
+		if a == "--" {
+			for _, b := range args[i+1:] {
+				if strings.HasPrefix(b, "--") && len(b) > 2 {
+					return b
+				}
+			}
+			return ""
 		}
 	}
 	return ""

@@ -235,7 +235,10 @@ func TestEndToEnd(t *testing.T) {
 	// Compromise the new key: its certificates stop verifying.
 	h.ok(nil, "key", "revoke", "--reason", "key_compromise", "--", rotated.KID) // "--": a key id may begin with "-"
 	jwks3 := h.jwksFile("jwks3.json")
-	h.fails("", "verify", "--cert", filepath.Join(dir, "cert2.jwt"), "--jwks", jwks3)
+	h.fails("unknown_key", "verify", "--cert", filepath.Join(dir, "cert2.jwt"), "--jwks", jwks3)
+	if _, errs, _ := h.run("verify", "--cert", filepath.Join(dir, "cert2.jwt"), "--jwks", jwks3); strings.Count(errs, "keyward:") != 1 {
+		t.Errorf("verify error %q: want one \"keyward:\" prefix", errs)
+	}
 	// The compromise re-signed it (same claims, the replacement key):
 	// fetched from the license's current certificate, it verifies again.
 	var cert3 struct{ KID string }

@@ -73,8 +73,18 @@ func TestDashedKeyID(t *testing.T) {
 	if code != 2 || !strings.Contains(errs, `put "--" before it`) {
 		t.Errorf("revoke: exit %d, stderr %q", code, errs)
 	}
+	// "-o" is --output's shorthand: the rest of the id becomes its value
+	// and the error is about the missing argument, still with the hint.
+	const kidO = "-oBCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
+	if _, errs, code = runCLI("key", "show", kidO); code != 2 || !strings.Contains(errs, "keyward key show -- "+kidO) {
+		t.Errorf("key id beginning -o: exit %d, stderr %q", code, errs)
+	}
+	// Flags after "--" are arguments: the error says to move them.
+	if _, errs, code = runCLI("key", "revoke", "--", kid, "--reason", "key_compromise"); code != 2 || !strings.Contains(errs, `--reason comes after "--"`) {
+		t.Errorf("flag after --: exit %d, stderr %q", code, errs)
+	}
 	// An ordinary unknown flag gets no such hint.
-	if _, errs, code = runCLI("key", "show", "--bogus"); code != 2 || strings.Contains(errs, "before it") {
+	if _, errs, code = runCLI("key", "show", "--bogus"); code != 2 || strings.Contains(errs, "before it") || strings.Contains(errs, "comes after") {
 		t.Errorf("unknown flag: exit %d, stderr %q", code, errs)
 	}
 }

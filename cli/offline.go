@@ -77,7 +77,7 @@ func verifyCmd(e *env) *cobra.Command {
 			if certFile != "" {
 				c, err := v.VerifyCertificate(token)
 				if err != nil {
-					return fmt.Errorf("certificate %s: %w", certFile, err)
+					return fmt.Errorf("certificate %s: %s", certFile, sdkDetail(err))
 				}
 				return e.print(map[string]any{"valid": true, "type": keyward.TypCertificate, "claims": c, "revocations": checked}, func(w io.Writer) {
 					fmt.Fprintf(w, "valid:\ttrue\nlicense:\t%s\nproduct:\t%s\nholder:\t%s\nentitlements:\t%s\nexpires:\t%s\n",
@@ -87,7 +87,7 @@ func verifyCmd(e *env) *cobra.Command {
 			}
 			l, err := v.VerifyLease(token)
 			if err != nil {
-				return fmt.Errorf("lease %s: %w", leaseFile, err)
+				return fmt.Errorf("lease %s: %s", leaseFile, sdkDetail(err))
 			}
 			return e.print(map[string]any{"valid": true, "type": keyward.TypLease, "claims": l, "revocations": checked}, func(w io.Writer) {
 				fmt.Fprintf(w, "valid:\ttrue\nlicense:\t%s\nmachine:\t%s\nexpires:\t%s\n", l.Subject, l.Machine, time.Unix(l.Expiry, 0).UTC().Format(time.RFC3339))
@@ -104,6 +104,12 @@ func verifyCmd(e *env) *cobra.Command {
 	c.Flags().DurationVar(&revocationsGrace, "revocations-grace", sdk.DefaultOfflineGrace, "how long after its next_update a saved snapshot is still used")
 	_ = c.MarkFlagRequired("jwks")
 	return c
+}
+
+// sdkDetail is an SDK verification error without the "keyward: " its
+// message begins with, which the CLI prints once already.
+func sdkDetail(err error) string {
+	return strings.TrimPrefix(err.Error(), "keyward: ")
 }
 
 func kekCmd(e *env) *cobra.Command {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -16,8 +17,8 @@ func TestServePprofLoopbackOnly(t *testing.T) {
 		if _, stop, err := servePprof(addr, log); err == nil {
 			stop()
 			t.Errorf("servePprof(%q) = nil error, want a refusal", addr)
-		} else if !strings.Contains(err.Error(), "--pprof") {
-			t.Errorf("servePprof(%q) = %v, want an error naming --pprof", addr, err)
+		} else if !strings.Contains(err.Error(), "--pprof") || !errors.As(err, new(usageErr)) {
+			t.Errorf("servePprof(%q) = %v, want a usage error naming --pprof", addr, err)
 		}
 	}
 	addr, stop, err := servePprof("127.0.0.1:0", log)

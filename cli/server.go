@@ -375,7 +375,7 @@ func serverCmd(e *env) *cobra.Command {
 			var stopPprof func()
 			if pprofAddr != "" {
 				if _, stopPprof, err = servePprof(pprofAddr, cfg.Logger); err != nil {
-					return usageError(err)
+					return err
 				}
 				defer stopPprof()
 			}
@@ -417,15 +417,16 @@ func serverCmd(e *env) *cobra.Command {
 // contents (which can hold secrets) and CPU profiling costs time, so they
 // are never exposed beyond the machine. The handlers are on their own mux,
 // apart from the API. It returns the address listened on and a func that
-// stops the listener.
+// stops the listener; an address it refuses is a usage error (exit 2), a
+// port it cannot listen on is not.
 func servePprof(addr string, log *slog.Logger) (string, func(), error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", nil, fmt.Errorf("--pprof %q: %w", addr, err)
+		return "", nil, usageError(fmt.Errorf("--pprof %q: %w", addr, err))
 	}
 	// An IP literal only: a name could resolve to anything.
 	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
-		return "", nil, fmt.Errorf("--pprof %q: want a loopback IP address and port (127.0.0.1:PORT or [::1]:PORT)", addr)
+		return "", nil, usageError(fmt.Errorf("--pprof %q: want a loopback IP address and port (127.0.0.1:PORT or [::1]:PORT)", addr))
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -2,7 +2,6 @@ package scheduler_test
 
 import (
 	"context"
-	"github.com/keyward/keyward/internal/cputime"
 	"runtime"
 	"sync"
 	"testing"
@@ -10,15 +9,17 @@ import (
 
 	"github.com/keyward/keyward"
 	"github.com/keyward/keyward/authority"
+	"github.com/keyward/keyward/internal/cputime"
 	"github.com/keyward/keyward/keys"
 	"github.com/keyward/keyward/store/postgres"
 	"github.com/keyward/keyward/store/postgres/pgtest"
 )
 
 // BenchmarkBulkResign measures bulk re-signing after a rotation —
-// licenses re-signed per second through the authority on SQLite (read the
-// batch, sign on GOMAXPROCS goroutines, write the certificates, cursor,
-// step, audit entry and event, commit) — and, in the same run, raw Ed25519
+// licenses re-signed per second through the authority on SQLite
+// (authority.ResignBatch's pipelined batches: read in chunks, signed on
+// GOMAXPROCS-1 goroutines and the writer, signature rows, cursor, step,
+// audit entry and event, commit) — and, in the same run, raw Ed25519
 // signing of the same certificate claims with the same number of
 // goroutines. It reports both rates and their ratio (target ≥ 0.7).
 func BenchmarkBulkResign(b *testing.B) { benchBulkResign(b, newEnv(b, true), true) }
